@@ -1,0 +1,1 @@
+"""Mail sources (files, EWS, Microsoft Graph) and their import into the store."""
