@@ -45,6 +45,7 @@ class MailItem:
     message_id: str | None = None
     in_reply_to: str | None = None
     references: list[str] = field(default_factory=list)
+    conversation_id: str | None = None  # a server's conversation id (EWS, Graph), a thread hint
     subject: str | None = None
     list_id: str | None = None
     is_bulk: bool = False

@@ -210,6 +210,9 @@ class Message(SQLModel, table=True):
     team_id: str = Field(default=LOCAL_TEAM, index=True)
     mailbox_id: int = Field(foreign_key="mailbox.id")
     internet_message_id: Optional[str] = Field(default=None, index=True)
+    in_reply_to: Optional[str] = None  # the parent's Message-ID from In-Reply-To or References
+    subject_key: Optional[str] = None  # digest of the subject without reply prefixes; never the text
+    conversation_hint: Optional[str] = None  # a server's conversation id (EWS, Graph) when given
     fingerprint: str  # stable hash used to count copies in several folders once
     source_ref: Optional[str] = None  # file path, EWS item id or Graph id of the first copy
     folder_role: str  # inbox | sent | other
