@@ -1,0 +1,495 @@
+"""Store the items of a mail source: idempotent, resumable, one short transaction per batch.
+
+Each batch is written together with the folder cursor that follows it, so a crash loses at
+most the batch in flight and a new run resumes after the last stored batch. A message that
+is already stored (same Message-ID, or the same fingerprint of date, sender, recipients,
+subject and body digest) counts as a duplicate and adds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable, Iterable
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from bot.config import Settings
+from bot.errors import InputError, SourceDeferred, SyncStateExpired
+from bot.mail.source import FolderRef, MailSource
+from bot.mail.threads import subject_key
+from bot.mail.types import Batch, MailItem, Participant
+from bot.relationships.addresses import address_kind, normalize_address
+from bot.relationships.domains import DomainPolicy
+from bot.storage.db import retry_write
+from bot.storage.models import (
+    LOCAL_TEAM,
+    Address,
+    FolderState,
+    Mailbox,
+    Message,
+    MessageParticipant,
+    OwnerAddress,
+    Person,
+    SyncRun,
+)
+from bot.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int], None]
+
+
+@dataclass
+class ImportSummary:
+    """What one import or sync run read and stored."""
+
+    read: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    folders: int = 0
+    resynced_folders: list[str] = field(default_factory=list)
+    outcome: str = "ok"  # ok | deferred | failed
+    retry_after_seconds: float | None = None
+    error: str | None = None
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+    def as_dict(self) -> dict:
+        return {
+            "read": self.read,
+            "stored": self.stored,
+            "duplicates": self.duplicates,
+            "skipped": dict(self.skipped),
+            "folders": self.folders,
+            "outcome": self.outcome,
+        }
+
+
+def ensure_mailbox(
+    engine: Engine,
+    owner_address: str,
+    *,
+    source_kind: str = "files",
+    team_id: str = LOCAL_TEAM,
+    owner_name: str | None = None,
+    timezone: str | None = None,
+    source_config: dict | None = None,
+    credentials_ref: str | None = None,
+) -> Mailbox:
+    """Return the mailbox of an owner, creating it and its first owner address if needed."""
+    address = normalize_address(owner_address)
+    if address is None:
+        raise InputError(
+            f"invalid owner address {owner_address!r}: give the owner's e-mail address, e.g. --owner jane@example.com"
+        )
+
+    def _write() -> Mailbox:
+        with Session(engine, expire_on_commit=False) as session:
+            mailbox = session.execute(
+                select(Mailbox).where(Mailbox.team_id == team_id, Mailbox.owner_address == address)
+            ).scalar_one_or_none()
+            if mailbox is None:
+                mailbox = Mailbox(
+                    team_id=team_id,
+                    owner_address=address,
+                    owner_name=owner_name,
+                    source_kind=source_kind,
+                    source_config=source_config or {},
+                    credentials_ref=credentials_ref,
+                    timezone=timezone or "UTC",
+                    created_at=utcnow(),
+                )
+                session.add(mailbox)
+                session.flush()
+                session.add(
+                    OwnerAddress(team_id=team_id, mailbox_id=mailbox.id, address=address, origin="given")
+                )
+                log.info("created mailbox %s for %s", mailbox.id, address)
+            else:
+                changed = False
+                for name, value in (
+                    ("owner_name", owner_name),
+                    ("timezone", timezone),
+                    ("credentials_ref", credentials_ref),
+                ):
+                    if value is not None and getattr(mailbox, name) != value:
+                        setattr(mailbox, name, value)
+                        changed = True
+                if source_config is not None and mailbox.source_config != source_config:
+                    mailbox.source_config = source_config
+                    changed = True
+                if source_kind != mailbox.source_kind and source_config is not None:
+                    mailbox.source_kind = source_kind
+                    changed = True
+                if changed:
+                    session.add(mailbox)
+            session.commit()
+            return mailbox
+
+    return retry_write(_write)
+
+
+def fingerprint(item: MailItem, sender: str | None, recipients: Iterable[str]) -> str:
+    """Digest of what makes two copies the same message, whatever their Message-IDs."""
+    parts = [
+        item.sent_at.strftime("%Y-%m-%dT%H:%M") if item.sent_at else "",
+        sender or (item.sender.name if item.sender and item.sender.name else ""),
+        ",".join(sorted(set(recipients))),
+        (item.subject or "").strip(),
+        item.body_hash or "",
+    ]
+    if not item.body_hash and not any(parts[:4]) and item.message_id:
+        parts.append(item.message_id)
+    return hashlib.sha1("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class AddressBook:
+    """In-memory map of a team's addresses to their ids, creating rows as they appear."""
+
+    def __init__(self, session: Session, team_id: str, policy: DomainPolicy, fold_plus: bool):
+        self.team_id = team_id
+        self.policy = policy
+        self.fold_plus = fold_plus
+        self.ids: dict[str, int] = {}
+        self.names: dict[str, str | None] = {}
+        rows = session.execute(
+            select(Address.address, Address.id, Address.display_name).where(Address.team_id == team_id)
+        ).all()
+        for address, address_id, name in rows:
+            self.ids[address] = address_id
+            self.names[address] = name
+
+    def normalize(self, participant: Participant | None) -> str | None:
+        if participant is None or not participant.address:
+            return None
+        return normalize_address(participant.address, fold_plus=self.fold_plus)
+
+    def ensure(self, session: Session, address: str, name: str | None) -> int:
+        """Return the id of an address, creating it with a new person when it is new."""
+        known = self.ids.get(address)
+        if known is not None:
+            if name and not self.names.get(address):
+                session.execute(update(Address).where(Address.id == known).values(display_name=name))
+                self.names[address] = name
+            return known
+        info = self.policy.classify(address)
+        kind = address_kind(address)
+        now = utcnow()
+        person_id = session.execute(
+            insert(Person).values(
+                team_id=self.team_id,
+                display_name=name,
+                kind="person" if kind == "person" else kind,
+                created_at=now,
+            )
+        ).inserted_primary_key[0]
+        address_id = session.execute(
+            insert(Address).values(
+                team_id=self.team_id,
+                address=address,
+                domain=info.domain,
+                display_name=name,
+                person_id=person_id,
+                is_freemail=info.is_freemail,
+                kind=kind,
+            )
+        ).inserted_primary_key[0]
+        self.ids[address] = address_id
+        self.names[address] = name
+        return address_id
+
+
+class Importer:
+    """Writes batches of one mailbox; holds the caches that make repeated batches cheap."""
+
+    def __init__(self, engine: Engine, mailbox: Mailbox, settings: Settings):
+        self.engine = engine
+        self.mailbox = mailbox
+        self.settings = settings
+        self.store_subjects = settings.store_subjects or mailbox.store_subjects
+        with Session(engine) as session:
+            owner_addresses = session.execute(
+                select(OwnerAddress.address).where(OwnerAddress.mailbox_id == mailbox.id)
+            ).scalars().all()
+            internal = set(settings.extra_internal())
+            for address in owner_addresses:
+                internal.add(address.rsplit("@", 1)[1])
+            self.policy = DomainPolicy(freemail_extra=settings.extra_freemail(), internal=internal)
+            self.book = AddressBook(session, mailbox.team_id, self.policy, settings.fold_plus_addresses)
+            self.fingerprints: set[str] = set(
+                session.execute(select(Message.fingerprint).where(Message.mailbox_id == mailbox.id)).scalars()
+            )
+            self.message_ids: set[str] = set(
+                session.execute(
+                    select(Message.internet_message_id).where(
+                        Message.mailbox_id == mailbox.id, Message.internet_message_id.is_not(None)
+                    )
+                ).scalars()
+            )
+
+    def store_batch(self, batch: Batch, summary: ImportSummary) -> None:
+        """Store a batch and its folder cursor in one transaction."""
+        retry_write(self._store_batch, batch, summary)
+
+    def _store_batch(self, batch: Batch, summary: ImportSummary) -> None:
+        added_fingerprints: set[str] = set()
+        added_ids: set[str] = set()
+        counts = Counter()
+        with Session(self.engine) as session:
+            participants: list[dict] = []
+            duplicate_fingerprints: list[str] = []
+            for item in batch.items:
+                counts["read"] += 1
+                if item.sent_at is None:
+                    counts["skip:missing-date"] += 1
+                    log.warning("skipped %s: no valid Date or Received header", item.source_ref)
+                    continue
+                row, roles = self._prepare(session, item)
+                if row is None:
+                    counts["skip:no-participants"] += 1
+                    continue
+                mid = row["internet_message_id"]
+                fp = row["fingerprint"]
+                if fp in self.fingerprints or fp in added_fingerprints or (
+                    mid and (mid in self.message_ids or mid in added_ids)
+                ):
+                    counts["duplicates"] += 1
+                    duplicate_fingerprints.append(fp)
+                    continue
+                message_id = session.execute(insert(Message).values(**row)).inserted_primary_key[0]
+                added_fingerprints.add(fp)
+                if mid:
+                    added_ids.add(mid)
+                for address_id, role in roles:
+                    participants.append({"message_id": message_id, "address_id": address_id, "role": role})
+                counts["stored"] += 1
+            if participants:
+                session.execute(insert(MessageParticipant), participants)
+            for fp in duplicate_fingerprints:
+                if fp in self.fingerprints or fp in added_fingerprints:
+                    session.execute(
+                        update(Message)
+                        .where(Message.mailbox_id == self.mailbox.id, Message.fingerprint == fp)
+                        .values(copies=Message.copies + 1)
+                    )
+            for skipped in batch.skipped:
+                counts["skip:" + skipped.reason] += 1
+            self._save_cursor(session, batch, counts["stored"])
+            session.commit()
+        # Only after the commit do the caches and the summary learn about the batch, so a
+        # retried transaction starts from the same state.
+        self.fingerprints |= added_fingerprints
+        self.message_ids |= added_ids
+        summary.read += counts["read"] + len(batch.skipped)
+        summary.stored += counts["stored"]
+        summary.duplicates += counts["duplicates"]
+        for key, value in counts.items():
+            if key.startswith("skip:"):
+                summary.skipped[key[5:]] += value
+
+    def _prepare(self, session: Session, item: MailItem) -> tuple[dict | None, list[tuple[int, str]]]:
+        book = self.book
+        sender_participant = item.sender
+        sender = book.normalize(sender_participant)
+        roles: list[tuple[int, str]] = []
+        recipient_addresses: list[str] = []
+        seen: set[tuple[str, str]] = set()
+        for role, people in (("to", item.to), ("cc", item.cc), ("bcc", item.bcc)):
+            for participant in people:
+                address = book.normalize(participant)
+                if address is None or (address, role) in seen:
+                    continue
+                seen.add((address, role))
+                recipient_addresses.append(address)
+                roles.append((book.ensure(session, address, participant.name), role))
+        if sender is None and not recipient_addresses:
+            return None, []
+        from_id = None
+        if sender is not None:
+            from_id = book.ensure(session, sender, sender_participant.name if sender_participant else None)
+            roles.append((from_id, "from"))
+        author = book.normalize(item.author)
+        if author is not None and author != sender:
+            roles.append((book.ensure(session, author, item.author.name if item.author else None), "author"))
+        parent = item.in_reply_to or (item.references[-1] if item.references else None)
+        row = {
+            "team_id": self.mailbox.team_id,
+            "mailbox_id": self.mailbox.id,
+            "internet_message_id": _clean_id(item.message_id),
+            "in_reply_to": _clean_id(parent),
+            "subject_key": subject_key(item.subject),
+            "conversation_hint": item.conversation_id,
+            "fingerprint": fingerprint(item, sender, recipient_addresses),
+            "source_ref": item.source_ref[:1000],
+            "folder_role": item.folder_role.value,
+            "direction": "other",
+            "sent_at": item.sent_at,
+            "date_defect": (item.date_defect or None) and item.date_defect[:500],
+            "from_address_id": from_id,
+            "thread_key": "",
+            "subject": (item.subject or None) if self.store_subjects else None,
+            "recipient_count": len(recipient_addresses),
+            "is_bulk": item.is_bulk or len(recipient_addresses) > self.settings.bulk_recipient_threshold,
+            "is_auto_reply": item.is_auto_reply,
+            "is_reply": False,
+            "copies": 1,
+        }
+        return row, roles
+
+    def _save_cursor(self, session: Session, batch: Batch, stored: int) -> None:
+        state = session.execute(
+            select(FolderState).where(
+                FolderState.mailbox_id == self.mailbox.id, FolderState.folder_key == batch.folder_key
+            )
+        ).scalar_one_or_none()
+        if state is None:
+            state = FolderState(
+                team_id=self.mailbox.team_id,
+                mailbox_id=self.mailbox.id,
+                folder_key=batch.folder_key,
+                folder_role=batch.folder_role.value,
+            )
+        state.cursor = batch.cursor
+        state.items_stored += stored
+        state.updated_at = utcnow()
+        session.add(state)
+
+
+def _clean_id(value: str | None) -> str | None:
+    if not value:
+        return None
+    value = value.strip().strip("<>").strip()
+    return value[:500] or None
+
+
+def load_cursor(engine: Engine, mailbox_id: int, folder_key: str) -> str | None:
+    with Session(engine) as session:
+        return session.execute(
+            select(FolderState.cursor).where(
+                FolderState.mailbox_id == mailbox_id, FolderState.folder_key == folder_key
+            )
+        ).scalar_one_or_none()
+
+
+def clear_cursor(engine: Engine, mailbox_id: int, folder_key: str) -> None:
+    def _write() -> None:
+        with Session(engine) as session:
+            session.execute(
+                update(FolderState)
+                .where(FolderState.mailbox_id == mailbox_id, FolderState.folder_key == folder_key)
+                .values(cursor=None, updated_at=utcnow())
+            )
+            session.commit()
+
+    retry_write(_write)
+
+
+def import_source(
+    engine: Engine,
+    mailbox: Mailbox,
+    source: MailSource,
+    *,
+    settings: Settings,
+    progress: ProgressCallback | None = None,
+    kind: str = "import",
+    folders: list[FolderRef] | None = None,
+) -> ImportSummary:
+    """Read every folder of a source from its stored cursor and store what is new."""
+    summary = ImportSummary()
+    importer = Importer(engine, mailbox, settings)
+    run_id = _start_run(engine, mailbox, kind)
+    try:
+        for folder in folders if folders is not None else source.folders():
+            summary.folders += 1
+            _import_folder(engine, importer, mailbox, source, folder, summary, progress)
+    except SourceDeferred as exc:
+        summary.outcome = "deferred"
+        summary.retry_after_seconds = exc.retry_after_seconds
+        summary.error = str(exc)
+        log.warning("import of mailbox %s deferred for %.0fs: %s", mailbox.id, exc.retry_after_seconds, exc)
+    except Exception as exc:
+        summary.outcome = "failed"
+        summary.error = f"{type(exc).__name__}: {exc}"
+        _finish_run(engine, mailbox, run_id, summary)
+        raise
+    _finish_run(engine, mailbox, run_id, summary)
+    return summary
+
+
+def _import_folder(
+    engine: Engine,
+    importer: Importer,
+    mailbox: Mailbox,
+    source: MailSource,
+    folder: FolderRef,
+    summary: ImportSummary,
+    progress: ProgressCallback | None,
+) -> None:
+    cursor = load_cursor(engine, mailbox.id, folder.key)
+    for attempt in (1, 2):
+        try:
+            for batch in source.read(folder, cursor):
+                importer.store_batch(batch, summary)
+                if progress is not None:
+                    progress(len(batch.items) + len(batch.skipped))
+            return
+        except SyncStateExpired as exc:
+            if attempt == 2 or cursor is None:
+                raise
+            log.warning(
+                "sync state of folder %s in mailbox %s was rejected (%s); reading the folder again",
+                folder.key,
+                mailbox.id,
+                exc,
+            )
+            clear_cursor(engine, mailbox.id, folder.key)
+            summary.resynced_folders.append(folder.key)
+            cursor = None
+
+
+def _start_run(engine: Engine, mailbox: Mailbox, kind: str) -> int:
+    def _write() -> int:
+        with Session(engine) as session:
+            run = SyncRun(team_id=mailbox.team_id, mailbox_id=mailbox.id, kind=kind, started_at=utcnow())
+            session.add(run)
+            session.commit()
+            return run.id
+
+    return retry_write(_write)
+
+
+def _finish_run(engine: Engine, mailbox: Mailbox, run_id: int, summary: ImportSummary) -> None:
+    def _write() -> None:
+        now = utcnow()
+        with Session(engine) as session:
+            run = session.get(SyncRun, run_id)
+            run.finished_at = now
+            run.outcome = summary.outcome
+            run.error = summary.error
+            run.counts = summary.as_dict()
+            session.add(run)
+            box = session.get(Mailbox, mailbox.id)
+            box.messages_read += summary.read
+            box.messages_skipped += summary.skipped_total
+            if summary.outcome == "ok":
+                box.last_import_at = now
+            session.add(box)
+            session.commit()
+
+    retry_write(_write)
+
+
+def newest_message_time(engine: Engine, mailbox_id: int) -> datetime | None:
+    from sqlalchemy import func
+
+    with Session(engine) as session:
+        return session.execute(select(func.max(Message.sent_at)).where(Message.mailbox_id == mailbox_id)).scalar()
