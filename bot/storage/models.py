@@ -138,6 +138,7 @@ class Person(SQLModel, table=True):
     kind: str = "person"  # person | list | role
     organisation_id: Optional[int] = Field(default=None, foreign_key="organisation.id", index=True)
     job_title: Optional[str] = None
+    merged_into_id: Optional[int] = Field(default=None, foreign_key="person.id")
     created_at: datetime
 
 
@@ -163,7 +164,7 @@ class PersonMerge(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     team_id: str = Field(default=LOCAL_TEAM, index=True)
     kept_person_id: int = Field(foreign_key="person.id", index=True)
-    merged_person_id: int  # the person row removed by the merge
+    merged_person_id: int = Field(foreign_key="person.id")  # left without addresses, kept for undo
     merged_name: Optional[str] = None
     moved_addresses: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     reason: str  # same-name-same-org | explicit | alias-learned

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-04 15:38:11.253590
+Create Date: 2026-12-04
 """
 from typing import Sequence, Union
 
@@ -248,7 +248,9 @@ def upgrade() -> None:
     sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('organisation_id', sa.Integer(), nullable=True),
     sa.Column('job_title', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('merged_into_id', sa.Integer(), nullable=True),
     sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['merged_into_id'], ['person.id'], ),
     sa.ForeignKeyConstraint(['organisation_id'], ['organisation.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
@@ -415,6 +417,7 @@ def upgrade() -> None:
     sa.Column('created_by', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('undone_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['kept_person_id'], ['person.id'], ),
+    sa.ForeignKeyConstraint(['merged_person_id'], ['person.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('personmerge', schema=None) as batch_op:
@@ -476,6 +479,9 @@ def upgrade() -> None:
     sa.Column('team_id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('mailbox_id', sa.Integer(), nullable=False),
     sa.Column('internet_message_id', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('in_reply_to', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('subject_key', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('conversation_hint', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('fingerprint', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('source_ref', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('folder_role', sqlmodel.sql.sqltypes.AutoString(), nullable=False),

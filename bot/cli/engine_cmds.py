@@ -1,0 +1,316 @@
+"""Sub-commands of the relationship engine: import, contacts, orgs, whoknows, merge, unmerge."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from bot.cli.main import add_db_option, iso_datetime, positive_int, print_json
+from bot.config import get_settings
+from bot.errors import InputError
+from bot.relationships import compute, identity, queries
+from bot.relationships.strength import band
+from bot.relationships.views import ContactView, OrgView
+from bot.storage.db import make_engine
+from bot.storage.models import LOCAL_TEAM
+from bot.storage.schema import create_schema
+from bot.timeutil import isoformat_z
+
+
+def open_engine(args: argparse.Namespace) -> Engine:
+    url = getattr(args, "db", None) or get_settings().database_url
+    engine = make_engine(url)
+    create_schema(engine)
+    return engine
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("import", help="import a mail export (Maildir, mbox, .eml or a folder tree)")
+    p.add_argument("path", type=Path, help="a Maildir, an mbox file, an .eml file or a folder of messages")
+    p.add_argument("--owner", required=True, help="the mailbox owner's e-mail address")
+    p.add_argument("--name", help="the owner's full name, used to recognise their other addresses")
+    p.add_argument("--timezone", help="IANA time zone for dates without an offset (default UTC)")
+    p.add_argument("--now", type=iso_datetime, help="reference time for strength (default: newest message)")
+    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    add_db_option(p)
+    p.set_defaults(handler=cmd_import)
+
+    p = subparsers.add_parser("contacts", help="list an owner's relationships by strength")
+    p.add_argument("--owner", required=True)
+    p.add_argument("--limit", type=positive_int, default=20, help="how many to list (default 20)")
+    p.add_argument("--now", type=iso_datetime, help="reference time for strength and recency")
+    p.add_argument("--external", action="store_true", help="leave out colleagues of the owner's organisation")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    add_db_option(p)
+    p.set_defaults(handler=cmd_contacts)
+
+    p = subparsers.add_parser("orgs", help="list the organisations where an owner knows people")
+    p.add_argument("--owner", required=True)
+    p.add_argument("--limit", type=positive_int, default=50)
+    p.add_argument("--json", action="store_true")
+    add_db_option(p)
+    p.set_defaults(handler=cmd_orgs)
+
+    p = subparsers.add_parser("whoknows", help="who knows someone at an organisation, across all mailboxes")
+    p.add_argument("query", help="a company name or domain")
+    p.add_argument("--limit", type=positive_int, default=10)
+    p.add_argument("--now", type=iso_datetime)
+    p.add_argument("--json", action="store_true")
+    add_db_option(p)
+    p.set_defaults(handler=cmd_whoknows)
+
+    p = subparsers.add_parser("merge", help="merge the person of one address into the person of another")
+    p.add_argument("keep", help="an address of the person to keep")
+    p.add_argument("other", help="an address of the person to merge into it")
+    p.add_argument("--owner", help="recompute this owner's relationships afterwards")
+    add_db_option(p)
+    p.set_defaults(handler=cmd_merge)
+
+    p = subparsers.add_parser("unmerge", help="undo a merge by its id (see `crm-bot merges`)")
+    p.add_argument("merge_id", type=positive_int)
+    p.add_argument("--owner", help="recompute this owner's relationships afterwards")
+    add_db_option(p)
+    p.set_defaults(handler=cmd_unmerge)
+
+    p = subparsers.add_parser("merges", help="list merges of people with their reasons")
+    p.add_argument("--json", action="store_true")
+    add_db_option(p)
+    p.set_defaults(handler=cmd_merges)
+
+
+class Progress:
+    """A one-line progress counter on a terminal; silent otherwise."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.count = 0
+        self.started = time.monotonic()
+        self.last_draw = 0.0
+
+    def __call__(self, n: int) -> None:
+        self.count += n
+        now = time.monotonic()
+        if self.enabled and now - self.last_draw > 0.2:
+            rate = self.count / max(now - self.started, 1e-6)
+            sys.stderr.write(f"\rimporting: {self.count:,} messages ({rate:,.0f}/s)")
+            sys.stderr.flush()
+            self.last_draw = now
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 60 + "\r")
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from bot.mail.files import FilesSource
+    from bot.mail.ingest import ensure_mailbox, import_source
+
+    if not args.path.exists():
+        raise InputError(f"{args.path} does not exist; give a Maildir, an mbox file, an .eml file or a folder")
+    settings = get_settings()
+    engine = open_engine(args)
+    mailbox = ensure_mailbox(
+        engine, args.owner, source_kind="files", owner_name=args.name, timezone=args.timezone,
+        source_config={"path": str(args.path.resolve())},
+    )
+    source = FilesSource(args.path, mailbox_tz=mailbox.timezone)
+    progress = Progress(not args.no_progress)
+    started = time.monotonic()
+    try:
+        summary = import_source(engine, mailbox, source, settings=settings, progress=progress)
+    finally:
+        progress.close()
+    compute.recompute(engine, mailbox.id, args.now, settings=settings)
+    elapsed = time.monotonic() - started
+    with Session(engine) as session:
+        status = queries.mailbox_status(session, mailbox.id)
+    print(f"read {summary.read:,} messages from {args.path} in {elapsed:.1f}s")
+    print(f"  stored      {summary.stored:,}")
+    print(f"  duplicates  {summary.duplicates:,}")
+    print(f"  skipped     {summary.skipped_total:,}" + _skipped_detail(summary.skipped))
+    print(f"  people      {status.people:,} ({status.two_way_relationships:,} two-way)")
+    print(f"  organisations {status.organisations:,}")
+    return 0
+
+
+def _skipped_detail(skipped) -> str:  # type: ignore[no-untyped-def]
+    if not skipped:
+        return ""
+    return " (" + ", ".join(f"{reason}: {count}" for reason, count in sorted(skipped.items())) + ")"
+
+
+def contact_json(view: ContactView) -> dict:
+    return {
+        "name": view.name,
+        "addresses": view.addresses,
+        "organisation": view.organisation,
+        "internal": view.is_internal,
+        "strength": view.strength,
+        "inbound": view.inbound,
+        "outbound": view.outbound,
+        "two_way_threads": view.two_way_threads,
+        "first_contact": isoformat_z(view.first_contact),
+        "last_inbound": isoformat_z(view.last_inbound),
+        "last_outbound": isoformat_z(view.last_outbound),
+        "cadence_days": view.cadence_days,
+        "reason": view.reason,
+    }
+
+
+def _recompute_if_needed(engine: Engine, mailbox_id: int, now) -> None:  # type: ignore[no-untyped-def]
+    if now is None:
+        return
+    from bot.storage.models import Relationship
+    from sqlalchemy import select
+
+    with Session(engine) as session:
+        ref = session.execute(
+            select(Relationship.reference_time).where(Relationship.mailbox_id == mailbox_id).limit(1)
+        ).scalar()
+    if ref is None or abs((ref - now).total_seconds()) > 1:
+        compute.recompute(engine, mailbox_id, now)
+
+
+def cmd_contacts(args: argparse.Namespace) -> int:
+    engine = open_engine(args)
+    with Session(engine) as session:
+        mailbox = queries.get_mailbox(session, args.owner)
+    _recompute_if_needed(engine, mailbox.id, args.now)
+    with Session(engine) as session:
+        views = queries.top_contacts(
+            session, mailbox.id, limit=args.limit, now=args.now, include_internal=not args.external
+        )
+    if args.json:
+        print_json([contact_json(v) for v in views])
+        return 0
+    if not views:
+        print(f"no relationships yet for {args.owner}")
+        return 0
+    for rank, view in enumerate(views, 1):
+        org = view.organisation or "-"
+        flag = " (internal)" if view.is_internal else ""
+        print(f"{rank:>3}. {view.strength:5.1f}  {view.name or '?'} <{view.addresses[0] if view.addresses else '?'}>  {org}{flag}")
+        print(f"            {view.reason}")
+    return 0
+
+
+def org_json(view: OrgView) -> dict:
+    return {
+        "organisation": view.name,
+        "domains": view.domains,
+        "internal": view.is_internal,
+        "people": view.people,
+        "best_strength": view.best_strength,
+        "last_contact": isoformat_z(view.last_contact),
+    }
+
+
+def cmd_orgs(args: argparse.Namespace) -> int:
+    engine = open_engine(args)
+    with Session(engine) as session:
+        mailbox = queries.get_mailbox(session, args.owner)
+        views = queries.organisations(session, mailbox.id, limit=args.limit)
+    if args.json:
+        print_json([org_json(v) for v in views])
+        return 0
+    for view in views:
+        flag = " (internal)" if view.is_internal else ""
+        print(f"{view.best_strength:5.1f}  {view.name}{flag}  {', '.join(view.domains)}  {view.people} people")
+    return 0
+
+
+def cmd_whoknows(args: argparse.Namespace) -> int:
+    engine = open_engine(args)
+    with Session(engine) as session:
+        results = queries.who_knows(session, args.query, limit=args.limit, now=args.now)
+    payload = [
+        {
+            "organisation": r.organisation,
+            "domains": r.domains,
+            "score": r.score,
+            "owners": [
+                {
+                    "owner": hit.owner,
+                    "strength": hit.strength,
+                    "band": band(hit.strength),
+                    "last_contact": isoformat_z(hit.last_contact),
+                    "contacts": hit.contacts,
+                }
+                for hit in r.owners
+            ],
+        }
+        for r in results
+    ]
+    if args.json:
+        print_json(payload)
+        return 0
+    if not results:
+        print(f"nobody knows anyone at an organisation matching {args.query!r}")
+        return 0
+    for r in payload:
+        print(f"{r['organisation']} ({', '.join(r['domains'])}), match {r['score']:.0f}")
+        for hit in r["owners"]:
+            print(
+                f"    {hit['owner']}: {hit['band']} ({hit['strength']:.1f}), "
+                f"{hit['contacts']} people, last contact {hit['last_contact'] or 'never'}"
+            )
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    engine = open_engine(args)
+    merge_id = identity.merge_addresses(engine, LOCAL_TEAM, args.keep, args.other, actor="cli")
+    print(f"merged {args.other} into the person of {args.keep} (merge {merge_id}; undo with `crm-bot unmerge {merge_id}`)")
+    _recompute_owner(engine, args.owner)
+    return 0
+
+
+def cmd_unmerge(args: argparse.Namespace) -> int:
+    engine = open_engine(args)
+    record = identity.unmerge(engine, LOCAL_TEAM, args.merge_id)
+    print(f"undid merge {record.id}: {', '.join(record.moved_addresses)} belong to person {record.merged_person_id} again")
+    _recompute_owner(engine, args.owner)
+    return 0
+
+
+def _recompute_owner(engine: Engine, owner: str | None) -> None:
+    with Session(engine) as session:
+        if owner:
+            mailboxes = [queries.get_mailbox(session, owner)]
+        else:
+            from bot.storage.models import Mailbox
+            from sqlalchemy import select
+
+            mailboxes = list(session.execute(select(Mailbox)).scalars())
+    for mailbox in mailboxes:
+        compute.recompute(engine, mailbox.id)
+
+
+def cmd_merges(args: argparse.Namespace) -> int:
+    engine = open_engine(args)
+    records = identity.list_merges(engine, LOCAL_TEAM)
+    rows = [
+        {
+            "id": r.id,
+            "kept_person": r.kept_person_id,
+            "merged_person": r.merged_person_id,
+            "merged_name": r.merged_name,
+            "addresses": r.moved_addresses,
+            "reason": r.reason,
+            "created_at": isoformat_z(r.created_at),
+            "undone_at": isoformat_z(r.undone_at),
+        }
+        for r in records
+    ]
+    if args.json:
+        print_json(rows)
+        return 0
+    for row in rows:
+        undone = f", undone {row['undone_at']}" if row["undone_at"] else ""
+        print(f"{row['id']:>5}  {row['reason']:<18} {', '.join(row['addresses'])} -> person {row['kept_person']}{undone}")
+    return 0
