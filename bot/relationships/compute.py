@@ -396,16 +396,16 @@ def _compute(engine: Engine, mailbox: Mailbox, at: datetime, settings: Settings)
         if message_updates:
             from sqlalchemy import bindparam
 
-            session.execute(
-                update(Message)
-                .where(Message.id == bindparam("b_id"))
+            table = Message.__table__
+            session.connection().execute(
+                table.update()
+                .where(table.c.id == bindparam("b_id"))
                 .values(
                     direction=bindparam("b_direction"),
                     thread_key=bindparam("b_thread"),
                     is_reply=bindparam("b_reply"),
                 ),
                 message_updates,
-                execution_options={"synchronize_session": False},
             )
         session.commit()
     log.info("mailbox %s: %d relationships as of %s", mailbox.id, len(rows), at.isoformat())
