@@ -1,0 +1,331 @@
+"""The mailbox content that the fake EWS and Graph servers serve, and its change log.
+
+A ``FakeMailbox`` holds messages per folder, calendar items, contacts and a directory of
+legacy Exchange DNs. Every change gets a sequence number, so both fakes can answer
+incremental requests (an EWS sync state or a Graph delta token is a folder key, a
+generation and a sequence number). Bumping ``generation`` makes every cursor handed out
+before invalid, which is how the fakes simulate an expired sync state.
+"""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import hashlib
+import json
+import re
+import tarfile
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.header import decode_header, make_header
+from email.utils import getaddresses, parsedate_to_datetime
+from pathlib import Path
+
+INBOX = "inbox"
+SENT = "sentitems"
+CALENDAR = "calendar"
+CONTACTS = "contacts"
+
+SENT_FOLDER_NAMES = {"sent", "sent_items", "_sent_mail"}
+
+
+@dataclass
+class FakeAddress:
+    name: str | None
+    address: str | None
+    routing_type: str = "SMTP"
+    mailbox_type: str = "Mailbox"
+
+
+@dataclass
+class FakeMessage:
+    item_id: str
+    folder: str
+    subject: str | None
+    sent: datetime | None  # a naive value is served without an offset
+    received: datetime | None
+    sender: FakeAddress | None  # the From header
+    to: list[FakeAddress] = field(default_factory=list)
+    cc: list[FakeAddress] = field(default_factory=list)
+    bcc: list[FakeAddress] = field(default_factory=list)
+    reply_to: list[FakeAddress] = field(default_factory=list)
+    message_id: str | None = None
+    in_reply_to: str | None = None
+    references: str | None = None
+    conversation_id: str | None = None
+    item_class: str = "IPM.Note"
+    raw_path: Path | None = None  # the file the message was read from, for the file import
+
+
+@dataclass
+class FakeAttendee:
+    who: FakeAddress
+    response: str = "Unknown"  # EWS ResponseType: Accept, Decline, Tentative, NoResponseReceived, Unknown
+    optional: bool = False
+
+
+@dataclass
+class FakeEvent:
+    item_id: str
+    subject: str
+    start: datetime
+    end: datetime
+    organizer: FakeAddress
+    attendees: list[FakeAttendee] = field(default_factory=list)
+    is_cancelled: bool = False
+
+
+@dataclass
+class FakeContact:
+    item_id: str
+    display_name: str
+    company_name: str | None = None
+    job_title: str | None = None
+    emails: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Change:
+    seq: int
+    folder: str
+    kind: str  # create | update | delete
+    item_id: str
+
+
+class FakeMailbox:
+    """One mailbox's folders and their change log; safe to use from the server threads."""
+
+    def __init__(self, owner: str, owner_name: str | None = None):
+        self.owner = owner.lower()
+        self.owner_name = owner_name
+        self.messages: dict[str, FakeMessage] = {}
+        self.events: dict[str, FakeEvent] = {}
+        self.contacts: dict[str, FakeContact] = {}
+        self.directory: dict[str, FakeAddress] = {}  # lower-case legacy DN -> SMTP mailbox
+        self.changes: list[Change] = []
+        self.generation = 1
+        self.seq = 0
+        self.lock = threading.RLock()
+        self._counter = 0
+
+    def new_id(self, prefix: str) -> str:
+        self._counter += 1
+        raw = f"{prefix}:{self.owner}:{self._counter}".encode()
+        return "AAMkAD" + base64.urlsafe_b64encode(hashlib.sha1(raw).digest()).decode().rstrip("=")
+
+    def add_message(self, message: FakeMessage) -> FakeMessage:
+        with self.lock:
+            if not message.item_id:
+                message.item_id = self.new_id(message.folder)
+            if message.conversation_id is None:
+                message.conversation_id = conversation_id_for(message.subject)
+            self.messages[message.item_id] = message
+            self._log(message.folder, "create", message.item_id)
+            return message
+
+    def update_message(self, item_id: str) -> None:
+        with self.lock:
+            self._log(self.messages[item_id].folder, "update", item_id)
+
+    def delete_message(self, item_id: str) -> None:
+        with self.lock:
+            message = self.messages.pop(item_id)
+            self._log(message.folder, "delete", item_id)
+
+    def add_event(self, event: FakeEvent) -> None:
+        with self.lock:
+            self.events[event.item_id] = event
+            self._log(CALENDAR, "create", event.item_id)
+
+    def add_contact(self, contact: FakeContact) -> None:
+        with self.lock:
+            self.contacts[contact.item_id] = contact
+            self._log(CONTACTS, "create", contact.item_id)
+
+    def expire_cursors(self) -> None:
+        """Make every sync state and delta token handed out so far invalid."""
+        with self.lock:
+            self.generation += 1
+
+    def _log(self, folder: str, kind: str, item_id: str) -> None:
+        self.seq += 1
+        self.changes.append(Change(self.seq, folder, kind, item_id))
+
+    def folder_messages(self, folder: str) -> list[FakeMessage]:
+        with self.lock:
+            return [m for m in self.messages.values() if m.folder == folder]
+
+    def changes_after(self, folder: str, seq: int, limit: int) -> tuple[list[Change], bool]:
+        """Return up to ``limit`` changes of a folder after ``seq`` and whether they are the last ones.
+
+        A create or update of an item that was deleted later is dropped, as a server drops it.
+        """
+        with self.lock:
+            pending = [c for c in self.changes if c.folder == folder and c.seq > seq]
+            live = []
+            for change in pending:
+                if change.kind in ("create", "update") and change.item_id not in self.messages:
+                    if folder not in (CALENDAR, CONTACTS):
+                        continue
+                live.append(change)
+            page = live[:limit]
+            return page, len(live) <= limit
+
+    def cursor(self, folder: str, seq: int) -> str:
+        payload = json.dumps({"f": folder, "g": self.generation, "s": seq}).encode()
+        return base64.b64encode(payload).decode()
+
+    def parse_cursor(self, folder: str, text: str) -> int | None:
+        """Return the sequence number of a cursor, or None when it is invalid or expired."""
+        try:
+            data = json.loads(base64.b64decode(text.encode(), validate=True))
+        except (ValueError, TypeError):
+            return None
+        if not isinstance(data, dict) or data.get("f") != folder or data.get("g") != self.generation:
+            return None
+        seq = data.get("s")
+        return seq if isinstance(seq, int) else None
+
+
+def conversation_id_for(subject: str | None) -> str:
+    """Derive a conversation id from the subject without reply prefixes, as Exchange groups
+    messages that carry no Thread-Index header."""
+    topic = re.sub(r"^\s*((re|fw|fwd)\s*:\s*)+", "", subject or "", flags=re.IGNORECASE).strip().lower()
+    digest = hashlib.sha1(topic.encode("utf-8")).digest()[:16]
+    return "AAQkAD" + base64.b64encode(digest).decode()
+
+
+# --- The Enron corpus -------------------------------------------------------------------
+
+ENRON_TARBALL = ("data", "mail", "enron-maildir-9-mailboxes.tar.xz")
+
+
+def unpack_enron(tarball: Path, cache_dir: Path) -> Path:
+    """Unpack the corpus once into ``cache_dir`` and return its ``maildir`` folder."""
+    maildir = cache_dir / "maildir"
+    marker = cache_dir / ".unpacked"
+    if marker.exists():
+        return maildir
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tarball, "r:xz") as archive:
+        archive.extractall(cache_dir, filter="data")
+    marker.write_text("ok\n")
+    return maildir
+
+
+def enron_files(maildir: Path, owner: str, folders: set[str] | None = None) -> list[tuple[Path, str]]:
+    """List (file, folder role) pairs of one Enron mailbox in a stable order.
+
+    Folders named sent, sent_items or _sent_mail are served as Sent Items, every other
+    folder as Inbox; ``folders`` limits the folders read.
+    """
+    result: list[tuple[Path, str]] = []
+    root = maildir / owner
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if folders is not None and folder.name not in folders:
+            continue
+        role = SENT if folder.name in SENT_FOLDER_NAMES else INBOX
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        files.sort(key=lambda p: (str(p.parent), _numeric_name(p)))
+        result.extend((path, role) for path in files)
+    return result
+
+
+def _numeric_name(path: Path) -> int:
+    digits = path.name.rstrip(".")
+    return int(digits) if digits.isdigit() else 0
+
+
+def _decode(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        text = str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeDecodeError):
+        text = value
+    text = " ".join(text.split())
+    return text or None
+
+
+def _addresses(values: list[str]) -> list[FakeAddress]:
+    result = []
+    for name, address in getaddresses(values):
+        name = _decode(name) if name else None
+        address = address.strip().strip("'\"") if address else ""
+        if not address and not name:
+            continue
+        if address.lower().startswith("/o="):
+            result.append(FakeAddress(name, address, routing_type="EX"))
+        elif "@" in address:
+            result.append(FakeAddress(name, address.lower()))
+        else:
+            result.append(FakeAddress(name or address or None, None, routing_type="SMTP", mailbox_type="OneOff"))
+    return result
+
+
+def message_from_file(path: Path, folder: str) -> FakeMessage:
+    """Read one RFC 822 file into the fields an Exchange server would keep."""
+    with path.open("rb") as handle:
+        parsed = email.message_from_binary_file(handle, policy=email.policy.compat32)
+    date_text = parsed.get("Date")
+    sent = None
+    if date_text:
+        try:
+            sent = parsedate_to_datetime(str(date_text))
+        except (TypeError, ValueError, IndexError):
+            sent = None
+        if sent is not None and sent.tzinfo is None:
+            sent = sent.replace(tzinfo=timezone.utc)
+    senders = _addresses(parsed.get_all("From", []))
+    return FakeMessage(
+        item_id="",
+        folder=folder,
+        subject=_decode(parsed.get("Subject")),
+        sent=sent,
+        received=sent,
+        sender=senders[0] if senders else None,
+        to=_addresses(parsed.get_all("To", [])),
+        cc=_addresses(parsed.get_all("Cc", [])),
+        bcc=_addresses(parsed.get_all("Bcc", [])),
+        reply_to=_addresses(parsed.get_all("Reply-To", [])),
+        message_id=(parsed.get("Message-ID") or "").strip() or None,
+        in_reply_to=(parsed.get("In-Reply-To") or "").strip() or None,
+        references=" ".join(str(parsed.get("References") or "").split()) or None,
+        raw_path=path,
+    )
+
+
+def build_enron_mailbox(
+    maildir: Path,
+    owner_address: str,
+    selection: list[tuple[str, set[str] | None, int | None]],
+) -> FakeMailbox:
+    """Build a mailbox from Enron folders: ``selection`` lists (mailbox, folders, max messages)."""
+    mailbox = FakeMailbox(owner_address)
+    for owner, folders, limit in selection:
+        files = enron_files(maildir, owner, folders)
+        if limit is not None:
+            files = files[:limit]
+        for path, role in files:
+            mailbox.add_message(message_from_file(path, role))
+    return mailbox
+
+
+def write_maildir(mailbox: FakeMailbox, dest: Path) -> Path:
+    """Copy the source files of every message into ``dest/inbox`` and ``dest/sent_items``.
+
+    The copy gives the file import exactly the messages the fake servers serve, in the same
+    folder roles.
+    """
+    counters = {INBOX: 0, SENT: 0}
+    names = {INBOX: "inbox", SENT: "sent_items"}
+    for message in mailbox.messages.values():
+        if message.raw_path is None or message.folder not in names:
+            continue
+        counters[message.folder] += 1
+        target = dest / names[message.folder] / f"{counters[message.folder]}."
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(message.raw_path.read_bytes())
+    return dest
