@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     strength_weight_outbound: float = Field(default=2.0, ge=0)
     strength_weight_inbound: float = Field(default=1.0, ge=0)
     strength_weight_cc: float = Field(default=0.5, ge=0)
-    strength_one_way_factor: float = Field(default=0.1, ge=0, le=1)
+    strength_one_way_factor: float = Field(default=0.05, ge=0, le=1)
     strength_scale: float = Field(default=6.0, gt=0)
 
     # Reading mail.

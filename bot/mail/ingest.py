@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -152,6 +153,23 @@ def fingerprint(item: MailItem, sender: str | None, recipients: Iterable[str]) -
     return hashlib.sha1("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
+# Local-part words and domain labels of machine senders that the address classifier does not
+# know by themselves: newsletters sent from "webmaster@" or "*_daily@", and list servers on
+# subdomains such as lists.example.net or mailer.example.com.
+_MACHINE_WORDS = frozenset({"webmaster", "daily", "weekly", "listserv", "majordomo", "mailinglist"})
+_MACHINE_LABELS = frozenset({"list", "lists", "listserv", "mailer", "mailers", "bounce", "bounces", "news", "newsletter", "newsletters", "mailing", "mailings"})
+
+
+def machine_sender(address: str) -> bool:
+    """Return True for addresses that look like list servers or newsletters."""
+    local, _, domain = address.rpartition("@")
+    words = {w for w in re.split(r"[._+\-]+", local.lower()) if w}
+    if words & _MACHINE_WORDS or local.startswith("owner-"):
+        return True
+    labels = domain.lower().split(".")
+    return any(label in _MACHINE_LABELS or label.endswith("lists") for label in labels[:-1])
+
+
 class AddressBook:
     """In-memory map of a team's addresses to their ids, creating rows as they appear."""
 
@@ -183,6 +201,8 @@ class AddressBook:
             return known
         info = self.policy.classify(address)
         kind = address_kind(address)
+        if kind in ("person", "role") and machine_sender(address):
+            kind = "noreply"
         now = utcnow()
         person_id = session.execute(
             insert(Person).values(

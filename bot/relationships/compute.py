@@ -117,61 +117,97 @@ def recompute(
     if mailbox is None:
         raise ValueError(f"mailbox {mailbox_id} does not exist")
     at = reference_time(engine, mailbox, now)
-    retry_write(learn_owner_aliases, engine, mailbox)
+    retry_write(learn_owner_aliases, engine, mailbox, settings)
     retry_write(identity.resolve_team, engine, mailbox.team_id, settings)
     return retry_write(_compute, engine, mailbox, at, settings)
 
 
-def learn_owner_aliases(engine: Engine, mailbox: Mailbox) -> list[str]:
-    """Add the addresses that sent a large share of the sent folders under the owner's name."""
+def learn_owner_aliases(engine: Engine, mailbox: Mailbox, settings: Settings | None = None) -> list[str]:
+    """Add the owner's other addresses, learned on strong evidence.
+
+    An address belongs to the owner when it carries the owner's name (or the owner's
+    surname in its local part) and either sent a large share of the sent folders or
+    received a large share of the inbox; or when it carries the owner's full name exactly
+    and sits in the owner's own domain or at a free-mail provider.
+    """
+    settings = settings or get_settings()
     with Session(engine) as session:
         owner = set(
             session.execute(select(OwnerAddress.address).where(OwnerAddress.mailbox_id == mailbox.id)).scalars()
         )
-        rows = session.execute(
+        senders = session.execute(
             select(Address.address, Address.display_name, func.count(Message.id))
             .join(Message, Message.from_address_id == Address.id)
             .where(Message.mailbox_id == mailbox.id, Message.folder_role == "sent")
             .group_by(Address.address, Address.display_name)
         ).all()
-        if not rows:
-            return []
-        total = sum(count for _, _, count in rows)
-        names = {address: name for address, name, _ in rows}
-        owner_keys = {normalize_person_name(names.get(a)) for a in owner} - {None}
+        receivers = session.execute(
+            select(Address.address, Address.display_name, func.count(func.distinct(Message.id)))
+            .join(MessageParticipant, MessageParticipant.address_id == Address.id)
+            .join(Message, Message.id == MessageParticipant.message_id)
+            .where(
+                Message.mailbox_id == mailbox.id,
+                Message.folder_role == "inbox",
+                MessageParticipant.role.in_(("to", "cc", "bcc")),
+            )
+            .group_by(Address.address, Address.display_name)
+        ).all()
+        names = {address: name for address, name, _ in [*receivers, *senders] if name}
+        owner_keys = {normalize_person_name(names.get(a)) for a in owner}
         if mailbox.owner_name:
             owner_keys.add(normalize_person_name(mailbox.owner_name))
         owner_keys.discard(None)
-        surnames = {key.split()[-1] for key in owner_keys if key}
+        surnames = {key.split()[-1] for key in owner_keys}
         for address in owner:
             local = address.split("@", 1)[0]
             tokens = [t for t in local.replace("_", ".").replace("-", ".").split(".") if len(t) >= 3]
             if tokens:
                 surnames.add(tokens[-1].lower())
-        learned = []
-        for address, name, count in rows:
-            if address in owner or count < max(ALIAS_MIN_MESSAGES, ALIAS_MIN_SHARE * total):
-                continue
+
+        def name_fits(address: str, name: str | None) -> bool:
             key = normalize_person_name(name)
+            if key is not None and key in owner_keys:
+                return True
             local = address.split("@", 1)[0].lower()
-            same_name = key is not None and key in owner_keys
-            surname_in_local = any(s in local for s in surnames)
-            name_agrees = key is None or key.split()[-1] in surnames
-            if same_name or (surname_in_local and name_agrees):
-                evidence = f"sent {count} of {total} sent-folder messages as {name or address}"
-                session.add(
-                    OwnerAddress(
-                        team_id=mailbox.team_id,
-                        mailbox_id=mailbox.id,
-                        address=address,
-                        origin="learned",
-                        evidence=evidence,
-                    )
+            return any(s in local for s in surnames) and (key is None or key.split()[-1] in surnames)
+
+        evidence: dict[str, str] = {}
+        for rows, label in ((senders, "sent"), (receivers, "received")):
+            total = session.execute(
+                select(func.count(Message.id)).where(
+                    Message.mailbox_id == mailbox.id, Message.folder_role == ("sent" if label == "sent" else "inbox")
                 )
-                learned.append(address)
-                log.info("mailbox %s: learned owner address %s (%s)", mailbox.id, address, evidence)
+            ).scalar_one()
+            for address, name, count in rows:
+                if address in owner or address in evidence:
+                    continue
+                if count >= max(ALIAS_MIN_MESSAGES, ALIAS_MIN_SHARE * total) and name_fits(address, name):
+                    folder = "sent-folder" if label == "sent" else "inbox"
+                    evidence[address] = f"{label} {count} of {total} {folder} messages as {name or address}"
+
+        if owner_keys:
+            policy = identity.team_policy(session, mailbox.team_id, settings)
+            for address, name in session.execute(
+                select(Address.address, Address.display_name).where(
+                    Address.team_id == mailbox.team_id, Address.display_name.is_not(None)
+                )
+            ):
+                if address in owner or address in evidence:
+                    continue
+                if normalize_person_name(name) in owner_keys:
+                    info = policy.classify(address)
+                    if info.is_internal or info.is_freemail:
+                        evidence[address] = f"carries the owner's full name {name!r}"
+
+        for address, text in evidence.items():
+            session.add(
+                OwnerAddress(
+                    team_id=mailbox.team_id, mailbox_id=mailbox.id, address=address, origin="learned", evidence=text
+                )
+            )
+            log.info("mailbox %s: learned owner address %s (%s)", mailbox.id, address, text)
         session.commit()
-        return learned
+        return list(evidence)
 
 
 def _load_messages(session: Session, mailbox_id: int, at: datetime) -> list[MessageRow]:

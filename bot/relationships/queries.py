@@ -51,6 +51,19 @@ def get_mailbox(session: Session, owner_address: str, team_id: str = LOCAL_TEAM)
     return mailbox
 
 
+_NAME_SUFFIXES = {"jr", "jr.", "sr", "sr.", "ii", "iii", "iv", "phd", "ph.d.", "md", "esq", "esq."}
+
+
+def display_name(name: str | None) -> str | None:
+    """Show 'Surname, Given' as 'Given Surname'; keep 'Name, Jr' and other names as they are."""
+    if not name or name.count(",") != 1:
+        return name
+    surname, given = (part.strip() for part in name.split(","))
+    if not surname or not given or given.lower() in _NAME_SUFFIXES or "@" in name:
+        return name
+    return f"{given} {surname}"
+
+
 def _name_from_address(address: str) -> str:
     local = address.split("@", 1)[0]
     parts = [p for p in re.split(r"[._\-]+", local) if p and not p.isdigit()]
@@ -139,7 +152,7 @@ def _contact_views(
     for r in relationships:
         person = people.get(r.person_id)
         own_addresses = addresses.get(r.person_id, [])
-        name = person.display_name if person and person.display_name else None
+        name = display_name(person.display_name) if person and person.display_name else None
         if not name and own_addresses:
             name = _name_from_address(own_addresses[0])
         ref = _reference(r, now)

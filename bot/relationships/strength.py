@@ -12,16 +12,18 @@ For one owner and one person::
 
     out = sum over messages the owner sent them   of w_out * role * 2^(-age/half_life) / sqrt(n)
     in  = sum over messages they sent the owner   of w_in  * role * 2^(-age/half_life) / sqrt(n)
-    balance = 2 * min(out, in) / (out + in)                        (1 when even, 0 when one-way)
-    raw = (out + in) * (one_way_factor + (1 - one_way_factor) * balance)
+    raw = 2 * min(out, in) + one_way_factor * (max(out, in) - min(out, in))
     strength = 100 * (1 - exp(-raw / scale))
+
+The balanced part of the exchange counts in full; what one side sends beyond what the other
+answers counts at ``one_way_factor``.
 
 ``role`` is 1 for To and ``w_cc`` for Cc (or for the owner copied on inbound mail), and ``n``
 is the number of recipients, so one-to-one mail weighs more than a message to a crowd.
 Defaults (settings ``STRENGTH_*``): a 180-day half-life, so a relationship that stopped six
 months ago keeps half its weight and one silent for two years keeps about 6%; outbound mail
 weighs twice inbound mail, because writing to someone is a deliberate act while anyone can
-write to the owner; one-way mail keeps 10% of its weight; scale 6, so about six balanced
+write to the owner; one-way mail keeps 5% of its weight; scale 6, so about six balanced
 one-to-one exchanges in the last few weeks give a score near 60 and steady monthly contact
 over a year gives a score in the 80s.
 """
@@ -41,7 +43,7 @@ class StrengthParams:
     weight_outbound: float = 2.0
     weight_inbound: float = 1.0
     weight_cc: float = 0.5
-    one_way_factor: float = 0.1
+    one_way_factor: float = 0.05
     scale: float = 6.0
 
     @classmethod
@@ -70,11 +72,10 @@ def message_weight(direction: str, is_cc: bool, recipients: int, params: Strengt
 
 def combine(outbound: float, inbound: float, params: StrengthParams) -> float:
     """Turn decayed outbound and inbound sums into the 0-100 score."""
-    total = outbound + inbound
-    if total <= 0:
+    low, high = sorted((outbound, inbound))
+    if high <= 0:
         return 0.0
-    balance = 2.0 * min(outbound, inbound) / total
-    raw = total * (params.one_way_factor + (1.0 - params.one_way_factor) * balance)
+    raw = 2.0 * low + params.one_way_factor * (high - low)
     return 100.0 * (1.0 - math.exp(-raw / params.scale))
 
 
