@@ -1,0 +1,335 @@
+"""A fake Slack Web API on loopback that records every call.
+
+The real slack_sdk WebClient talks to it through ``base_url``; Bolt's ``respond``
+talks to it through response URLs under ``/response/``. Answers have the shapes
+of Slack's own (the keys of the Java SDK's recorded samples), message and view
+blocks are checked with slack_sdk's Block Kit models as Slack would reject them
+(``invalid_blocks``), and a test can script errors, HTTP 429 answers with or
+without ``Retry-After``, and slow answers per method.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from slack_sdk.errors import SlackObjectFormationError
+from slack_sdk.models.blocks import Block
+from slack_sdk.models.views import View
+
+VALID_TOKEN = "xoxb-test-token"
+TEAM_ID = "T0FAKE"
+BOT_USER_ID = "U0BOT"
+MAX_MESSAGE_BLOCKS = 50
+
+
+@dataclass
+class Call:
+    """One request the fake received."""
+
+    method: str
+    params: dict[str, Any]
+    headers: dict[str, str]
+    started: float
+    status: int = 200
+    answer: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Reply:
+    """A scripted answer: HTTP status, JSON body, headers and a delay in seconds."""
+
+    status: int = 200
+    body: dict[str, Any] = field(default_factory=lambda: {"ok": True})
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+@dataclass
+class FakeUser:
+    id: str
+    email: str | None
+    team_id: str = TEAM_ID
+    tz: str = "Europe/Berlin"
+    tz_offset: int = 3600
+    real_name: str = ""
+
+
+class FakeSlack:
+    """The fake server; use as a context manager or call ``start()`` and ``stop()``."""
+
+    def __init__(self, token: str = VALID_TOKEN, team_id: str = TEAM_ID) -> None:
+        self.token = token
+        self.team_id = team_id
+        self.calls: list[Call] = []
+        self.users: dict[str, FakeUser] = {}
+        self.delays: dict[str, float] = {}
+        self._scripts: dict[str, deque[Reply]] = defaultdict(deque)
+        self._lock = threading.Lock()
+        self._ts = 1717405000
+        self._views = 0
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self._server.fake = self  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-slack", daemon=True)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> "FakeSlack":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> "FakeSlack":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.url + "/api/"
+
+    def response_url(self, name: str = "1") -> str:
+        return f"{self.url}/response/{name}"
+
+    # -- set-up ------------------------------------------------------------------
+
+    def add_user(self, user_id: str, email: str | None, **fields: Any) -> FakeUser:
+        user = FakeUser(id=user_id, email=email, team_id=self.team_id, **fields)
+        self.users[user_id] = user
+        return user
+
+    def script(self, method: str, *replies: Reply) -> None:
+        """Answer the next calls of ``method`` with ``replies``, in order, then normally again."""
+        with self._lock:
+            self._scripts[method].extend(replies)
+
+    # -- inspection --------------------------------------------------------------
+
+    def calls_to(self, method: str) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.method == method]
+
+    def wait_for(self, method: str, count: int = 1, timeout: float = 10.0) -> list[Call]:
+        """Wait until ``method`` was called ``count`` times with an answer, and return those calls."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done = [c for c in self.calls_to(method) if c.answer]
+            if len(done) >= count:
+                return done
+            time.sleep(0.02)
+        raise AssertionError(
+            f"{method} was answered {len([c for c in self.calls_to(method) if c.answer])} times "
+            f"within {timeout}s, expected {count}; calls so far: {[c.method for c in self.calls]}"
+        )
+
+    # -- answering ---------------------------------------------------------------
+
+    def handle(self, method: str, params: dict[str, Any], headers: dict[str, str]) -> tuple[Reply, Call]:
+        call = Call(method=method, params=params, headers=headers, started=time.monotonic())
+        with self._lock:
+            self.calls.append(call)
+            scripted = self._scripts[method].popleft() if self._scripts[method] else None
+        delay = scripted.delay if scripted else self.delays.get(method, 0.0)
+        if delay:
+            time.sleep(delay)
+        if scripted is not None:
+            reply = scripted
+        elif method == "response_url":
+            reply = self._response_url(params)
+        elif not self._authorized(headers, params):
+            reply = Reply(body={"ok": False, "error": "invalid_auth"})
+        else:
+            reply = Reply(body=self._answer(method, params))
+        call.status = reply.status
+        call.answer = reply.body
+        return reply, call
+
+    def _authorized(self, headers: dict[str, str], params: dict[str, Any]) -> bool:
+        bearer = headers.get("authorization", "")
+        return bearer == f"Bearer {self.token}" or params.get("token") == self.token
+
+    def _next_ts(self) -> str:
+        with self._lock:
+            self._ts += 1
+            return f"{self._ts}.000100"
+
+    def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        if method == "auth.test":
+            return {
+                "ok": True,
+                "url": "https://fake.example.com/",
+                "team": "Fake Team",
+                "user": "crm-bot",
+                "team_id": self.team_id,
+                "user_id": BOT_USER_ID,
+                "bot_id": "B0BOT",
+                "is_enterprise_install": False,
+            }
+        if method == "users.info":
+            user = self.users.get(str(params.get("user")))
+            if user is None:
+                return {"ok": False, "error": "user_not_found"}
+            return {"ok": True, "user": _user_json(user)}
+        if method == "users.lookupByEmail":
+            for user in self.users.values():
+                if user.email and user.email.lower() == str(params.get("email", "")).lower():
+                    return {"ok": True, "user": _user_json(user)}
+            return {"ok": False, "error": "users_not_found"}
+        if method == "conversations.open":
+            users = str(params.get("users", ""))
+            return {"ok": True, "channel": {"id": "D" + users.split(",")[0].lstrip("UW")}}
+        if method in ("chat.postMessage", "chat.update", "chat.postEphemeral"):
+            problems = message_block_problems(params.get("blocks"))
+            if problems:
+                return {"ok": False, "error": "invalid_blocks", "errors": problems}
+            if method == "chat.postEphemeral":
+                return {"ok": True, "message_ts": self._next_ts()}
+            ts = params.get("ts") if method == "chat.update" else self._next_ts()
+            return {
+                "ok": True,
+                "channel": params.get("channel"),
+                "ts": ts,
+                "message": {"type": "message", "text": params.get("text", ""), "ts": ts},
+            }
+        if method in ("views.publish", "views.open", "views.update", "views.push"):
+            view = _as_json(params.get("view"))
+            problems = view_problems(view)
+            if problems:
+                return {"ok": False, "error": "invalid_blocks", "errors": problems}
+            with self._lock:
+                self._views += 1
+                view_id = params.get("view_id") or f"V{self._views:07d}"
+            return {"ok": True, "view": {**view, "id": view_id, "team_id": self.team_id, "hash": f"h{self._views}"}}
+        return {"ok": True}
+
+    def _response_url(self, params: dict[str, Any]) -> Reply:
+        problems = message_block_problems(params.get("blocks"))
+        if problems:
+            return Reply(status=400, body={"ok": False, "error": "invalid_blocks", "errors": problems})
+        return Reply(body={"ok": True})
+
+
+def message_block_problems(blocks: Any) -> list[str]:
+    """Return why Slack would reject a message's blocks, checked with slack_sdk's models."""
+    blocks = _as_json(blocks)
+    if blocks is None:
+        return []
+    if len(blocks) > MAX_MESSAGE_BLOCKS:
+        return [f"{len(blocks)} blocks, more than {MAX_MESSAGE_BLOCKS}"]
+    return _block_problems(blocks)
+
+
+def view_problems(view: Any) -> list[str]:
+    """Return why Slack would reject a view (at most 100 blocks), checked with slack_sdk's View model."""
+    if not isinstance(view, dict):
+        return ["view is not an object"]
+    try:
+        View(**view).validate_json()
+    except (SlackObjectFormationError, TypeError) as exc:
+        return [str(exc)]
+    return _block_problems(view.get("blocks", []))
+
+
+def _block_problems(blocks: list[dict[str, Any]]) -> list[str]:
+    problems = []
+    for index, block in enumerate(blocks):
+        try:
+            parsed = Block.parse(block)
+            if parsed is None:
+                problems.append(f"block {index}: unknown type {block.get('type')!r}")
+                continue
+            parsed.validate_json()
+        except SlackObjectFormationError as exc:
+            problems.append(f"block {index}: {exc}")
+    return problems
+
+
+def _as_json(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _user_json(user: FakeUser) -> dict[str, Any]:
+    profile: dict[str, Any] = {"real_name": user.real_name, "display_name": user.real_name, "team": user.team_id}
+    if user.email:
+        profile["email"] = user.email
+    return {
+        "id": user.id,
+        "team_id": user.team_id,
+        "name": user.id.lower(),
+        "deleted": False,
+        "real_name": user.real_name,
+        "tz": user.tz,
+        "tz_label": user.tz,
+        "tz_offset": user.tz_offset,
+        "is_bot": False,
+        "profile": profile,
+    }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        fake: FakeSlack = self.server.fake  # type: ignore[attr-defined]
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length).decode("utf-8") if length else ""
+        params: dict[str, Any] = {k: v[0] for k, v in parse_qs(url.query).items()}
+        content_type = self.headers.get("Content-Type", "")
+        if raw and "json" in content_type:
+            params.update(json.loads(raw))
+        elif raw:
+            params.update({k: v[0] for k, v in parse_qs(raw).items()})
+        headers = {k.lower(): v for k, v in self.headers.items()}
+
+        if url.path.startswith("/response/"):
+            method = "response_url"
+        elif url.path.startswith("/api/"):
+            method = url.path[len("/api/") :]
+        else:
+            method = url.path.strip("/")
+        reply, _call = fake.handle(method, params, headers)
+
+        if method == "response_url" and reply.status == 200:
+            payload = b"ok"
+            content = "text/plain"
+        else:
+            payload = json.dumps(reply.body).encode("utf-8")
+            content = "application/json; charset=utf-8"
+        self.send_response(reply.status)
+        self.send_header("Content-Type", content)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
