@@ -25,7 +25,7 @@ from bot.errors import InputError, SourceDeferred, SyncStateExpired
 from bot.mail.source import FolderRef, MailSource
 from bot.mail.threads import subject_key
 from bot.mail.types import Batch, MailItem, Participant
-from bot.relationships.addresses import address_kind, normalize_address
+from bot.relationships.addresses import address_kind, normalize_address, split_via_name
 from bot.relationships.domains import DomainPolicy
 from bot.storage.db import retry_write
 from bot.storage.models import (
@@ -179,30 +179,45 @@ class AddressBook:
         self.fold_plus = fold_plus
         self.ids: dict[str, int] = {}
         self.names: dict[str, str | None] = {}
+        self.lists: set[str] = set()
         rows = session.execute(
-            select(Address.address, Address.id, Address.display_name).where(Address.team_id == team_id)
+            select(Address.address, Address.id, Address.display_name, Address.kind).where(Address.team_id == team_id)
         ).all()
-        for address, address_id, name in rows:
+        for address, address_id, name, kind in rows:
             self.ids[address] = address_id
             self.names[address] = name
+            if kind == "list":
+                self.lists.add(address)
 
     def normalize(self, participant: Participant | None) -> str | None:
         if participant is None or not participant.address:
             return None
         return normalize_address(participant.address, fold_plus=self.fold_plus)
 
-    def ensure(self, session: Session, address: str, name: str | None) -> int:
+    def ensure(self, session: Session, address: str, name: str | None, kind: str | None = None) -> int:
         """Return the id of an address, creating it with a new person when it is new."""
         known = self.ids.get(address)
+        if known is not None and kind == "list" and address not in self.lists:
+            session.execute(update(Address).where(Address.id == known).values(kind="list"))
+            session.execute(
+                update(Person)
+                .where(Person.id == select(Address.person_id).where(Address.id == known).scalar_subquery())
+                .values(kind="list", display_name=name)
+            )
+            self.lists.add(address)
+            return known
         if known is not None:
             if name and not self.names.get(address):
                 session.execute(update(Address).where(Address.id == known).values(display_name=name))
                 self.names[address] = name
             return known
         info = self.policy.classify(address)
-        kind = address_kind(address)
-        if kind in ("person", "role") and machine_sender(address):
-            kind = "noreply"
+        if kind is None:
+            kind = address_kind(address)
+            if kind in ("person", "role") and machine_sender(address):
+                kind = "noreply"
+        else:
+            self.lists.add(address)
         now = utcnow()
         person_id = session.execute(
             insert(Person).values(
@@ -333,13 +348,19 @@ class Importer:
                 roles.append((book.ensure(session, address, participant.name), role))
         if sender is None and not recipient_addresses:
             return None, []
+        author = book.normalize(item.author)
+        if author is not None and author != sender:
+            # A list rewrote From: the message is the author's, and the list address is
+            # kept as a list, never as a person.
+            if sender is not None:
+                list_name = _list_name(sender_participant, item.list_id)
+                list_id = book.ensure(session, sender, list_name, kind="list")
+                roles.append((list_id, "list"))
+            sender, sender_participant = author, item.author
         from_id = None
         if sender is not None:
             from_id = book.ensure(session, sender, sender_participant.name if sender_participant else None)
             roles.append((from_id, "from"))
-        author = book.normalize(item.author)
-        if author is not None and author != sender:
-            roles.append((book.ensure(session, author, item.author.name if item.author else None), "author"))
         parent = item.in_reply_to or (item.references[-1] if item.references else None)
         row = {
             "team_id": self.mailbox.team_id,
@@ -382,6 +403,19 @@ class Importer:
         state.items_stored += stored
         state.updated_at = utcnow()
         session.add(state)
+
+
+def _list_name(participant: Participant | None, list_id: str | None) -> str | None:
+    """Name a list from a 'Name via List' display name, or from its List-Id phrase."""
+    if participant is not None and participant.name:
+        parts = split_via_name(participant.name)
+        if parts:
+            return parts[1]
+    if list_id:
+        phrase = list_id.split("<", 1)[0].strip().strip('"')
+        if phrase:
+            return phrase
+    return participant.name if participant else None
 
 
 def _clean_id(value: str | None) -> str | None:

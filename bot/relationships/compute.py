@@ -381,6 +381,11 @@ def _compute(engine: Engine, mailbox: Mailbox, at: datetime, settings: Settings)
                 pid = person_of[sender_id]
                 if pid not in contact_people:
                     continue
+                # People copied alongside the owner are known to the owner, without a count.
+                for address_id in (*m.to, *m.cc):
+                    other = person_of.get(address_id)
+                    if address_id in contact_address and other in contact_people and other != pid:
+                        stats[other].touch(m.sent_at)
                 owner_in_to = any(a in owner_address_ids for a in m.to)
                 s = stats[pid]
                 s.inbound += 1

@@ -494,3 +494,68 @@ def mailbox_status(session: Session, mailbox_id: int) -> MailboxStatus:
         last_sync_error_at=as_utc(mailbox.last_sync_error_at),
         folders=folders,
     )
+
+
+def awaiting_replies(
+    session: Session, mailbox_id: int, *, now: datetime, threshold_days: float = 3.0
+) -> list[tuple[ContactView, str | None, datetime]]:
+    """Threads where the owner wrote last and a recipient has not answered for ``threshold_days``.
+
+    Returns (the person, the Message-ID of the thread's first message, when the owner wrote),
+    oldest first. Bulk mail, auto-replies and the owner's own colleagues are left out.
+    """
+    from bot.storage.models import MessageParticipant
+
+    now = as_utc(now)
+    rows = session.execute(
+        select(Message.id, Message.thread_key, Message.direction, Message.sent_at, Message.from_address_id, Message.internet_message_id)
+        .where(
+            Message.mailbox_id == mailbox_id,
+            Message.is_bulk.is_(False),
+            Message.is_auto_reply.is_(False),
+            Message.sent_at <= now,
+        )
+        .order_by(Message.sent_at, Message.id)
+    ).all()
+    person_of = dict(
+        session.execute(
+            select(Address.id, Address.person_id).join(Message, Message.from_address_id == Address.id).where(
+                Message.mailbox_id == mailbox_id
+            )
+        ).all()
+    )
+    first_id = {}
+    by_thread: dict[str, list] = defaultdict(list)
+    for row in rows:
+        first_id.setdefault(row.thread_key, row.internet_message_id)
+        by_thread[row.thread_key].append(row)
+    waiting: dict[tuple[str, int], datetime] = {}
+    out_ids = [row.id for row in rows if row.direction == "out"]
+    recipients: dict[int, list[int]] = defaultdict(list)
+    if out_ids:
+        for message_id, person_id in session.execute(
+            select(MessageParticipant.message_id, Address.person_id)
+            .join(Address, Address.id == MessageParticipant.address_id)
+            .where(MessageParticipant.message_id.in_(out_ids), MessageParticipant.role == "to")
+        ):
+            recipients[message_id].append(person_id)
+    for thread, messages in by_thread.items():
+        for row in messages:
+            if row.direction == "out":
+                for person_id in recipients.get(row.id, []):
+                    waiting[(thread, person_id)] = row.sent_at
+            elif row.direction == "in" and row.from_address_id is not None:
+                waiting.pop((thread, person_of.get(row.from_address_id)), None)
+    relationships = {
+        r.person_id: r
+        for r in session.execute(
+            select(Relationship).where(Relationship.mailbox_id == mailbox_id, Relationship.is_internal.is_(False))
+        ).scalars()
+    }
+    found = []
+    for (thread, person_id), sent_at in waiting.items():
+        if person_id in relationships and (now - as_utc(sent_at)).total_seconds() >= threshold_days * 86400:
+            found.append((person_id, first_id.get(thread), as_utc(sent_at)))
+    found.sort(key=lambda item: item[2])
+    views = {v.person_id: v for v in _contact_views(session, [relationships[p] for p, _, _ in found], now)}
+    return [(views[p], message_id, sent_at) for p, message_id, sent_at in found]
