@@ -151,6 +151,28 @@ def _check_object(data: object, where: str) -> dict[str, str]:
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 
 
+def _bundle_session_class() -> type:
+    import requests
+
+    class BundleSession(requests.Session):
+        """A requests session that always verifies against its own CA bundle.
+
+        requests lets REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE replace a session's ``verify``
+        path; passing it with every request keeps the configured bundle in force.
+        """
+
+        def request(self, method, url, **kwargs):  # type: ignore[no-untyped-def, override]
+            if kwargs.get("verify") in (None, True):
+                kwargs["verify"] = self.verify
+            return super().request(method, url, **kwargs)
+
+    return BundleSession
+
+
+def _BundleSession():  # type: ignore[no-untyped-def]
+    return _bundle_session_class()()
+
+
 class AppTokenProvider:
     """App-only access tokens from MSAL's client-credentials flow, for one app in one tenant.
 
@@ -188,12 +210,17 @@ class AppTokenProvider:
             import requests
 
             well_known = self.authority.startswith(DEFAULT_AUTHORITY_HOST + "/")
+            http_client = None
+            if isinstance(self._verify, str):
+                http_client = _BundleSession()
+                http_client.verify = self._verify
             try:
                 self._app = msal.ConfidentialClientApplication(
                     self.client_id,
                     client_credential=self._client_secret,
                     authority=self.authority,
                     verify=self._verify,
+                    http_client=http_client,
                     timeout=self._timeout,
                     # Instance discovery asks login.microsoftonline.com about other hosts; a
                     # configured host is trusted as given instead.

@@ -64,7 +64,7 @@ from exchangelib.items import ID_ONLY
 from bot.errors import ConfigError, SourceDeferred, SourceError, SyncStateExpired
 from bot.mail.credentials import AppTokenProvider, Secrets
 from bot.mail.source import FolderRef
-from bot.mail.sync import AddressCard, Meeting, MeetingAttendee
+from bot.mail.sync import DEFAULT_BULK_RECIPIENT_THRESHOLD, AddressCard, Meeting, MeetingAttendee, classify, plausible_time
 from bot.mail.types import Batch, FolderRole, MailItem, Participant, SkippedItem
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,7 @@ class EwsSettings:
     timeout_seconds: float = 120.0
     transient_retries: int = 3
     read_headers: bool = False
+    bulk_recipient_threshold: int = DEFAULT_BULK_RECIPIENT_THRESHOLD
     tenant_id: str | None = None
     client_id: str | None = None
     authority_host: str | None = None
@@ -468,10 +469,7 @@ class EwsSource:
     def to_mail_item(self, item: Any, folder: FolderRef) -> MailItem:
         """Convert an exchangelib message to the source-independent MailItem."""
         item_class = getattr(item, "item_class", None) or ""
-        sent = getattr(item, "datetime_sent", None)
-        received = getattr(item, "datetime_received", None)
-        sent_at = self.to_utc(sent) if sent is not None else self.to_utc(received)
-        date_defect = None if sent is not None else ("sent time missing, received time used" if received else None)
+        sent_at, date_defect = self.message_time(item)
         author = self.participant(getattr(item, "author", None)) or self.participant(getattr(item, "sender", None))
         references = getattr(item, "references", None) or ""
         conversation = getattr(item, "conversation_id", None)
@@ -493,10 +491,26 @@ class EwsSource:
             is_auto_reply=is_auto_reply_class(item_class),
             date_defect=date_defect,
         )
-        headers = getattr(item, "headers", None)
-        if headers:
-            apply_headers(mail, [(h.name, h.value) for h in headers if h.name])
+        header_fields: dict[str, list[str]] = {}
+        for header in getattr(item, "headers", None) or []:
+            if header.name:
+                header_fields.setdefault(header.name.lower(), []).append(header.value or "")
+        classify(mail, header_fields, self.settings.bulk_recipient_threshold)
         return mail
+
+    def message_time(self, item: Any) -> tuple[datetime | None, str | None]:
+        """Return the sent time in UTC and a defect note when the received time had to stand in.
+
+        A sent time outside 1980-01-02 .. now + 1 day comes from a wrong client clock; the
+        server's received time replaces it when that one is plausible.
+        """
+        sent = plausible_time(self.to_utc(getattr(item, "datetime_sent", None)))
+        if sent is not None:
+            return sent, None
+        received = plausible_time(self.to_utc(getattr(item, "datetime_received", None)))
+        if received is not None:
+            return received, "sent time missing or implausible; used the received time"
+        return None, "no plausible sent or received time"
 
     def to_utc(self, value: datetime | None) -> datetime | None:
         """Return an aware UTC datetime; a value without an offset is read in the mailbox's zone."""
@@ -763,21 +777,3 @@ def is_legacy_dn(address: str | None, routing_type: str | None = None) -> bool:
 def is_auto_reply_class(item_class: str | None) -> bool:
     value = (item_class or "").lower()
     return any(value.startswith(prefix) for prefix in AUTO_REPLY_CLASS_PREFIXES)
-
-
-def apply_headers(mail: MailItem, headers: list[tuple[str, str]]) -> None:
-    """Set list and auto-reply flags from Internet headers (RFC 2369, RFC 2919, RFC 3834)."""
-    values: dict[str, str] = {}
-    for name, value in headers:
-        values.setdefault(name.lower(), value or "")
-    list_id = values.get("list-id")
-    if list_id:
-        start, end = list_id.find("<"), list_id.rfind(">")
-        mail.list_id = (list_id[start + 1 : end] if 0 <= start < end else list_id).strip().lower() or None
-    precedence = values.get("precedence", "").strip().lower()
-    if mail.list_id or "list-unsubscribe" in values or precedence in ("bulk", "list", "junk"):
-        mail.is_bulk = True
-        mail.bulk_reason = "list-id" if mail.list_id else ("list-unsubscribe" if "list-unsubscribe" in values else "precedence")
-    auto_submitted = values.get("auto-submitted", "").strip().lower()
-    if (auto_submitted and auto_submitted != "no") or "x-autoreply" in values or "x-autorespond" in values:
-        mail.is_auto_reply = True

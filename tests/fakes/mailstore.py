@@ -10,18 +10,16 @@ before invalid, which is how the fakes simulate an expired sync state.
 from __future__ import annotations
 
 import base64
-import email
-import email.policy
 import hashlib
 import json
-import re
 import tarfile
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from email.header import decode_header, make_header
-from email.utils import getaddresses, parsedate_to_datetime
+from datetime import datetime
 from pathlib import Path
+
+from bot.mail.headers import parse_message
+from bot.mail.types import FolderRole, Participant
 
 INBOX = "inbox"
 SENT = "sentitems"
@@ -109,6 +107,7 @@ class FakeMailbox:
         self.seq = 0
         self.lock = threading.RLock()
         self._counter = 0
+        self._conversations: dict[str, str] = {}  # Message-ID -> conversation id
 
     def new_id(self, prefix: str) -> str:
         self._counter += 1
@@ -120,10 +119,28 @@ class FakeMailbox:
             if not message.item_id:
                 message.item_id = self.new_id(message.folder)
             if message.conversation_id is None:
-                message.conversation_id = conversation_id_for(message.subject)
+                message.conversation_id = self._conversation_for(message)
             self.messages[message.item_id] = message
             self._log(message.folder, "create", message.item_id)
             return message
+
+    def _conversation_for(self, message: FakeMessage) -> str:
+        """Join the conversation of the parent named by In-Reply-To or References, else start one.
+
+        Exchange starts a new conversation for a message without a Thread-Index header
+        unless it answers a message it knows.
+        """
+        parents = [message.in_reply_to, *reversed((message.references or "").split())]
+        for parent_id in parents:
+            if parent_id and parent_id in self._conversations:
+                conversation = self._conversations[parent_id]
+                break
+        else:
+            seed = (message.message_id or message.item_id).encode("utf-8", "surrogatepass")
+            conversation = "AAQkAD" + base64.b64encode(hashlib.sha1(seed).digest()[:16]).decode()
+        if message.message_id:
+            self._conversations.setdefault(message.message_id, conversation)
+        return conversation
 
     def update_message(self, item_id: str) -> None:
         with self.lock:
@@ -189,14 +206,6 @@ class FakeMailbox:
         return seq if isinstance(seq, int) else None
 
 
-def conversation_id_for(subject: str | None) -> str:
-    """Derive a conversation id from the subject without reply prefixes, as Exchange groups
-    messages that carry no Thread-Index header."""
-    topic = re.sub(r"^\s*((re|fw|fwd)\s*:\s*)+", "", subject or "", flags=re.IGNORECASE).strip().lower()
-    digest = hashlib.sha1(topic.encode("utf-8")).digest()[:16]
-    return "AAQkAD" + base64.b64encode(digest).decode()
-
-
 # --- The Enron corpus -------------------------------------------------------------------
 
 ENRON_TARBALL = ("data", "mail", "enron-maildir-9-mailboxes.tar.xz")
@@ -238,61 +247,38 @@ def _numeric_name(path: Path) -> int:
     return int(digits) if digits.isdigit() else 0
 
 
-def _decode(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        text = str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeDecodeError):
-        text = value
-    text = " ".join(text.split())
-    return text or None
-
-
-def _addresses(values: list[str]) -> list[FakeAddress]:
-    result = []
-    for name, address in getaddresses(values):
-        name = _decode(name) if name else None
-        address = address.strip().strip("'\"") if address else ""
-        if not address and not name:
-            continue
-        if address.lower().startswith("/o="):
-            result.append(FakeAddress(name, address, routing_type="EX"))
-        elif "@" in address:
-            result.append(FakeAddress(name, address.lower()))
-        else:
-            result.append(FakeAddress(name or address or None, None, routing_type="SMTP", mailbox_type="OneOff"))
-    return result
+def _fake_address(participant: Participant) -> FakeAddress:
+    address = participant.address
+    if address and address.lower().startswith("/o="):
+        return FakeAddress(participant.name, address, routing_type="EX")
+    if address:
+        return FakeAddress(participant.name, address)
+    return FakeAddress(participant.name, None, mailbox_type="OneOff")
 
 
 def message_from_file(path: Path, folder: str) -> FakeMessage:
-    """Read one RFC 822 file into the fields an Exchange server would keep."""
-    with path.open("rb") as handle:
-        parsed = email.message_from_binary_file(handle, policy=email.policy.compat32)
-    date_text = parsed.get("Date")
-    sent = None
-    if date_text:
-        try:
-            sent = parsedate_to_datetime(str(date_text))
-        except (TypeError, ValueError, IndexError):
-            sent = None
-        if sent is not None and sent.tzinfo is None:
-            sent = sent.replace(tzinfo=timezone.utc)
-    senders = _addresses(parsed.get_all("From", []))
+    """Read one RFC 5322 file into the fields an Exchange server keeps for it.
+
+    The header values come from the bot's own header parser, so the fake servers present
+    the same addresses, names and times as the file import of the same file; what the
+    equality tests compare is the transport and the conversion of each source.
+    """
+    role = FolderRole.SENT if folder == SENT else FolderRole.INBOX
+    item = parse_message(path.read_bytes(), source_ref=str(path), folder=folder, folder_role=role)
     return FakeMessage(
         item_id="",
         folder=folder,
-        subject=_decode(parsed.get("Subject")),
-        sent=sent,
-        received=sent,
-        sender=senders[0] if senders else None,
-        to=_addresses(parsed.get_all("To", [])),
-        cc=_addresses(parsed.get_all("Cc", [])),
-        bcc=_addresses(parsed.get_all("Bcc", [])),
-        reply_to=_addresses(parsed.get_all("Reply-To", [])),
-        message_id=(parsed.get("Message-ID") or "").strip() or None,
-        in_reply_to=(parsed.get("In-Reply-To") or "").strip() or None,
-        references=" ".join(str(parsed.get("References") or "").split()) or None,
+        subject=item.subject,
+        sent=item.sent_at,
+        received=item.sent_at,
+        sender=_fake_address(item.sender) if item.sender is not None else None,
+        to=[_fake_address(p) for p in item.to],
+        cc=[_fake_address(p) for p in item.cc],
+        bcc=[_fake_address(p) for p in item.bcc],
+        reply_to=[_fake_address(p) for p in item.reply_to],
+        message_id=f"<{item.message_id}>" if item.message_id else None,
+        in_reply_to=f"<{item.in_reply_to}>" if item.in_reply_to else None,
+        references=" ".join(f"<{r}>" for r in item.references) or None,
         raw_path=path,
     )
 
