@@ -216,19 +216,19 @@ def split_via_name(name: str | None) -> tuple[str, str] | None:
 _LETTER_FOLDS = str.maketrans(
     {
         "ø": "o",
-        "Ø": "o",
+        "Ø": "O",
         "æ": "ae",
-        "Æ": "ae",
+        "Æ": "AE",
         "œ": "oe",
-        "Œ": "oe",
+        "Œ": "OE",
         "ł": "l",
-        "Ł": "l",
+        "Ł": "L",
         "đ": "d",
-        "Đ": "d",
+        "Đ": "D",
         "ð": "d",
-        "Ð": "d",
+        "Ð": "D",
         "þ": "th",
-        "Þ": "th",
+        "Þ": "Th",
         "ı": "i",
         "ß": "ss",
     }
@@ -254,7 +254,7 @@ _GENERATION_SUFFIXES = {
     "2nd": "ii",
     "3rd": "iii",
 }
-# Titles and degrees say nothing about identity, so the key drops them wherever they appear.
+# Titles and degrees do not identify a person, so the key drops them wherever they appear.
 _HONORIFICS = frozenset(
     {"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "professor", "sir", "phd", "esq", "mba", "cpa", "msc", "bsc", "dds"}
 )

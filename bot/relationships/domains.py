@@ -150,7 +150,7 @@ class DomainInfo:
 class FreemailList:
     """Free-mail domains, plus registrable labels that are free mail under any suffix.
 
-    ``labels`` holds entries written as 'yahoo.*' in the list file: such an entry matches
+    ``labels`` contains entries written as 'yahoo.*' in the list file: such an entry matches
     'yahoo.com', 'yahoo.co.jp' and every other registrable domain whose label is 'yahoo'.
     """
 

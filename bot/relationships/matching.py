@@ -10,6 +10,8 @@ candidate name on 0 to 100:
   ('HarborFinch' and 'Harbor & Finch'), or a weighted token match (below).
 - 95 or less: the same rules after dropping a misspelt legal suffix at the end of the query
   ('Acme Crop' is read as 'Acme Corp').
+- 90 or less: the same rules for a query that is a domain the index lacks, applied to its
+  label ('acme.io' finds the organisation of acme.com at 90).
 
 The weighted token match aligns query tokens with name tokens one to one. Two tokens match
 with similarity 1 when equal, and with their OSA similarity (1 - edits / longer length) when
@@ -24,7 +26,7 @@ name words: 'Summit' still finds 'Summit Dental Group', but 'Summit Group' score
 ``search`` returns organisations scoring at least ``MATCH_THRESHOLD`` (60). A query made only
 of generic words or legal suffixes ('Holdings') matches only a name whose key equals it, or an
 explicit domain. A candidate must share a distinctive token (exactly or by spelling) with the
-query, which keeps a search over 10,000 organisations to a few milliseconds.
+query, so a search scores only the names found through an inverted token index.
 """
 
 from __future__ import annotations
@@ -287,12 +289,12 @@ def company_key_tokens(name: str) -> list[str]:
 def normalize_company(name: str) -> str:
     """Return the key under which spellings of one company name compare equal.
 
-    Folds accents (NFKD), lower-cases, maps '&' and '+' to 'and', drops apostrophes and other
-    punctuation, joins initials ('A.B.C.' and 'A B C' give 'abc'; 'K&L' and 'K and L' give
-    'kl'), drops a leading 'the' and strips legal forms (Inc, LLC, GmbH, '& Co', Pty Ltd and
-    others in ``LEGAL_SUFFIXES``) from the end, never leaving a trailing 'and'. A name that is
-    only a legal form keeps it: 'Company' gives 'company'. Returns '' for a name without
-    letters or digits.
+    Folds accents (NFKD), lower-cases, maps '&' and '+' to 'and', and drops apostrophes and
+    other punctuation. Joins initials: 'A.B.C.' and 'A B C' give 'abc', and 'K&L' and 'K and L'
+    give 'kl'. Drops a leading 'the'. Strips legal forms (Inc, LLC, GmbH, '& Co', Pty Ltd and
+    the rest of ``LEGAL_SUFFIXES``) from the end, and never leaves a trailing 'and'. A name
+    that is only a legal form keeps it: 'Company' gives 'company'. Returns '' for a name
+    without letters or digits.
     """
     return " ".join(company_key_tokens(name))
 
