@@ -122,6 +122,8 @@ _ROLE_WORDS = frozenset(
 )
 
 _SEPARATORS = re.compile(r"[._\-+=]+")
+# Exchange's encapsulated addresses: IMCEAEX- (an X.500 DN), IMCEANOTES-, IMCEASMTP- and others.
+_EXCHANGE_ENCAPSULATED = re.compile(r"^imcea[a-z0-9]*[-_]")
 
 
 def normalize_address(raw: str | None, *, fold_plus: bool = False) -> str | None:
@@ -129,9 +131,10 @@ def normalize_address(raw: str | None, *, fold_plus: bool = False) -> str | None
 
     Strips whitespace and angle brackets, lower-cases the address and writes the domain in
     ASCII (IDN labels as punycode). With ``fold_plus``, 'a+tag@x' becomes 'a@x'. Returns None
-    for Exchange legacy DNs ('/o=...', 'IMCEAEX-...'), a missing '@', an empty or invalid
-    local part, and a domain that is invalid or has no dot. A returned value always
-    contains exactly one '@'.
+    for Exchange legacy DNs ('/o=...') and encapsulated addresses ('IMCEAEX-...'), a missing
+    '@', an empty or invalid local part, and a domain that is invalid or has no dot. Two dots
+    in a row are accepted because Exchange generates them ('kevin.m..presto@'), but a local
+    part may not start or end with a dot. A returned value contains exactly one '@'.
     """
     if not isinstance(raw, str):
         return None
@@ -146,11 +149,11 @@ def normalize_address(raw: str | None, *, fold_plus: bool = False) -> str | None
     local, at, domain = text.rpartition("@")
     if not at or not local or not domain:
         return None
-    if local.startswith("imceaex-") or local.startswith("imceaex_"):
-        return None  # an X.500 DN wrapped in an SMTP-looking envelope
+    if _EXCHANGE_ENCAPSULATED.match(local):
+        return None  # an X.500 DN or a foreign address wrapped by Exchange ('IMCEAEX-...')
     if len(local) > _MAX_LOCAL_LENGTH or not _LOCAL_PART.match(local):
         return None
-    if local.startswith(".") or local.endswith(".") or ".." in local:
+    if local.startswith(".") or local.endswith("."):
         return None
     ascii_domain = to_ascii_domain(domain)
     if ascii_domain is None:
@@ -274,18 +277,17 @@ def normalize_person_name(name: str | None) -> str | None:
     bracketed comments, titles and degrees (Dr, PhD), single-letter initials ('Phillip K
     Allen' equals 'Phillip Allen') and the list part of 'Name via List'. Generational
     suffixes stay distinct: 'Theo Marsh, Jr' gives 'theo marsh jr'. Returns None for an
-    empty name, a name containing '@', a name with no space or comma (often a local part
+    empty name, a name containing '@' outside angle brackets, a name with no space or comma (often a local part
     such as 'maja.lindqvist') and a name with fewer than two tokens of two or more letters.
     """
     if not name:
         return None
-    text = name.strip().strip(_QUOTES).strip()
+    text = _BRACKETED.sub(" ", name).strip().strip(_QUOTES).strip()
     if "@" in text:
         return None
     via = split_via_name(text)
     if via is not None:
         text = via[0]
-    text = _BRACKETED.sub(" ", text)
     if not re.search(r"[\s,]", text.strip()):
         return None
     text = fold_accents(text).casefold()

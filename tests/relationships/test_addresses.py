@@ -31,6 +31,7 @@ from tests.conftest import shared_path
         ("o'brien@example.com", "o'brien@example.com"),
         ("user@bücher.example", "user@xn--bcher-kva.example"),
         ("josé@example.com", "josé@example.com"),
+        ("kevin.m..presto@example.com", "kevin.m..presto@example.com"),
     ],
 )
 def test_normalize_address_valid(raw: str, expected: str) -> None:
@@ -56,13 +57,15 @@ def test_normalize_address_valid(raw: str, expected: str) -> None:
         "someone@-example.com",
         "someone@example..com",
         ".someone@example.com",
-        "some..one@example.com",
+        "someone.@example.com",
+        "...@example.com",
         '"some one"@example.com',
         "x" * 65 + "@example.com",
         "/o=ExampleOrg/ou=Exchange Administrative Group (FYDIBOHF23SPDLT)/cn=Recipients/cn=sofia.lind",
         "/O=EXAMPLEORG/OU=FIRST ADMINISTRATIVE GROUP/CN=RECIPIENTS/CN=JULES",
         "IMCEAEX-_O=EXAMPLEORG_OU=EXCHANGE+20ADMINISTRATIVE+20GROUP_CN=RECIPIENTS_CN=JULES@example.org",
         "imceaex-_o=exampleorg_cn=jules@example.org",
+        "IMCEANOTES-jules+40example+2Ecom@example.org",
     ],
 )
 def test_normalize_address_rejects(raw: str) -> None:
@@ -194,6 +197,8 @@ def test_address_kind_bare_local_part() -> None:
         ("Md Rahman", "md rahman"),
         ("Priya Raman via Growth Forum", "priya raman"),
         ("Maja Lindqvist (Bluepeak)", "maja lindqvist"),
+        ('"Moseley, Cheryl" <cmoseley@example.com>', "cheryl moseley"),
+        ("Presto, Kevin M. </O=EXAMPLEORG/OU=NA/CN=RECIPIENTS/CN=MPRESTO>", "kevin presto"),
     ],
 )
 def test_normalize_person_name(name: str, expected: str) -> None:
