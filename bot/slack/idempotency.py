@@ -37,7 +37,7 @@ PRUNE_EVERY = timedelta(minutes=10)
 
 def claim(engine: Engine, team_id: str, key: str, now: datetime) -> bool:
     """Record ``key`` as handled; return True for the first claimant and False for every later one."""
-    return bool(retry_write(_insert_key, engine, team_id, key, now))
+    return retry_write(_insert_key, engine, team_id, key, now)
 
 
 def release(engine: Engine, team_id: str, key: str) -> None:
@@ -60,15 +60,17 @@ def claimed_at(engine: Engine, team_id: str, key: str) -> datetime | None:
     return row[0] if row else None
 
 
-def _insert_key(engine: Engine, team_id: str, key: str, now: datetime) -> int:
+def _insert_key(engine: Engine, team_id: str, key: str, now: datetime) -> bool:
     values = {"team_id": team_id, "key": key, "created_at": now}
     if engine.dialect.name == "postgresql":
         statement = postgresql_insert(ProcessedEvent).values(**values).on_conflict_do_nothing()
     else:
         statement = sqlite_insert(ProcessedEvent).values(**values).on_conflict_do_nothing()
+    # rowcount is not reliable for INSERT .. ON CONFLICT with psycopg (it can be -1), so
+    # ask for the new row's id: a skipped insert returns no row.
     with engine.begin() as connection:
-        result = connection.execute(statement)
-    return result.rowcount
+        inserted = connection.execute(statement.returning(ProcessedEvent.id)).first()
+    return inserted is not None
 
 
 class KeyPruner:

@@ -77,6 +77,11 @@ class SignedRequestGuard(Middleware):
         team_id = req.context.team_id or req.context.enterprise_id or LOCAL_TEAM
         stamp = datetime.fromtimestamp(now, tz=timezone.utc)
         if not claim(self._engine, team_id, REQUEST_PREFIX + signature, stamp):
+            if _first(req, "x-slack-retry-num"):
+                # Slack's own retry of a request we already accepted: answer 200 so that it
+                # stops retrying, but never run the listeners a second time.
+                log.info("ignored a repeated Slack delivery that was already accepted once")
+                return BoltResponse(status=200, body="")
             return self._reject("replayed", "this signature was already accepted once")
         self._pruner.maybe_prune(stamp)
         return next()

@@ -16,7 +16,7 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from slack_sdk.errors import SlackObjectFormationError
@@ -64,8 +64,14 @@ class FakeUser:
 class FakeSlack:
     """The fake server; use as a context manager or call ``start()`` and ``stop()``."""
 
-    def __init__(self, token: str = VALID_TOKEN, team_id: str = TEAM_ID) -> None:
+    def __init__(
+        self, token: str = VALID_TOKEN, team_id: str = TEAM_ID, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """Args:
+        clock: stamps each call's ``started``; tests that fake sleeping pass their own clock.
+        """
         self.token = token
+        self.clock = clock
         self.team_id = team_id
         self.calls: list[Call] = []
         self.users: dict[str, FakeUser] = {}
@@ -77,7 +83,9 @@ class FakeSlack:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.fake = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-slack", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="fake-slack", daemon=True
+        )
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -141,7 +149,7 @@ class FakeSlack:
     # -- answering ---------------------------------------------------------------
 
     def handle(self, method: str, params: dict[str, Any], headers: dict[str, str]) -> tuple[Reply, Call]:
-        call = Call(method=method, params=params, headers=headers, started=time.monotonic())
+        call = Call(method=method, params=params, headers=headers, started=self.clock())
         with self._lock:
             self.calls.append(call)
             scripted = self._scripts[method].popleft() if self._scripts[method] else None
