@@ -27,9 +27,11 @@ Mode = Literal["http", "socket"]
 
 SLACK_API_URL = "https://slack.com/api/"
 WEB_API_TIMEOUT_SECONDS = 15
-# Bolt runs listeners and lazy listeners on one pool (5 threads by default). Every
-# command here does database work after its ack, so the pool is a little larger.
+# Bolt runs listener functions on its own pool (5 threads by default); ours only ack and
+# hand over, so a small pool answers a burst. The work pool runs queries and Web API
+# calls; they hold the GIL much of the time, so more threads would not run faster.
 LISTENER_THREADS = 8
+WORK_THREADS = 2
 
 
 def make_web_client(settings: Settings, *, sleep: Sleep = time.sleep) -> WebClient:
@@ -101,7 +103,12 @@ def build_app(
             "is installed to the workspace"
         ) from exc
 
-    deps = SlackDeps(engine=engine, commands=Commands(engine, clock=clock), clock=clock or utcnow)
+    deps = SlackDeps(
+        engine=engine,
+        commands=Commands(engine, clock=clock),
+        clock=clock or utcnow,
+        workers=ThreadPoolExecutor(max_workers=WORK_THREADS, thread_name_prefix="slack-work"),
+    )
     for concept in (crm, whoknows, home, messages):
         concept.register(app, deps)
     log.info("built the Slack app in %s mode", mode)

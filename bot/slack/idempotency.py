@@ -13,9 +13,7 @@ import logging
 import threading
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import bindparam, delete, select, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -60,16 +58,19 @@ def claimed_at(engine: Engine, team_id: str, key: str) -> datetime | None:
     return row[0] if row else None
 
 
+# One statement for SQLite (3.35 or newer) and PostgreSQL, written once so that every
+# signed request does not pay for building and compiling it. rowcount is not reliable
+# for INSERT .. ON CONFLICT with psycopg (it is -1), so the new row's id is returned
+# instead: a skipped insert returns no row.
+INSERT_KEY = text(
+    "INSERT INTO processedevent (team_id, key, created_at) VALUES (:team_id, :key, :created_at) "
+    "ON CONFLICT (team_id, key) DO NOTHING RETURNING id"
+).bindparams(bindparam("created_at", type_=ProcessedEvent.__table__.c.created_at.type))
+
+
 def _insert_key(engine: Engine, team_id: str, key: str, now: datetime) -> bool:
-    values = {"team_id": team_id, "key": key, "created_at": now}
-    if engine.dialect.name == "postgresql":
-        statement = postgresql_insert(ProcessedEvent).values(**values).on_conflict_do_nothing()
-    else:
-        statement = sqlite_insert(ProcessedEvent).values(**values).on_conflict_do_nothing()
-    # rowcount is not reliable for INSERT .. ON CONFLICT with psycopg (it can be -1), so
-    # ask for the new row's id: a skipped insert returns no row.
     with engine.begin() as connection:
-        inserted = connection.execute(statement.returning(ProcessedEvent.id)).first()
+        inserted = connection.execute(INSERT_KEY, {"team_id": team_id, "key": key, "created_at": now}).first()
     return inserted is not None
 
 

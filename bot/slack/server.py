@@ -25,6 +25,9 @@ MAX_BODY_BYTES = 1024 * 1024
 class SlackHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # socketserver's default listen backlog is 5; a burst of Slack requests (or a reverse
+    # proxy opening connections at once) would otherwise see connection resets.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], app: App, path: str = EVENTS_PATH) -> None:
         super().__init__(address, SlackRequestHandler)
@@ -88,3 +91,22 @@ class SlackRequestHandler(BaseHTTPRequestHandler):
 def make_server(app: App, host: str, port: int, path: str = EVENTS_PATH) -> SlackHTTPServer:
     """Bind the server; port 0 picks a free port (``server.server_address`` tells which)."""
     return SlackHTTPServer((host, port), app, path)
+
+
+def serve_http(app: App, host: str, port: int) -> None:
+    """Serve Slack's requests on ``http://host:port/slack/events`` until interrupted."""
+    server = make_server(app, host, port)
+    bound_host, bound_port = server.server_address[:2]
+    log.info("listening for Slack requests on http://%s:%d%s", bound_host, bound_port, EVENTS_PATH)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+def serve_socket_mode(app: App, app_token: str) -> None:
+    """Connect to Slack over Socket Mode (apps.connections.open) and serve until interrupted."""
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    log.info("connecting to Slack in Socket Mode")
+    SocketModeHandler(app, app_token).start()

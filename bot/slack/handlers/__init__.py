@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
@@ -26,11 +27,28 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SlackDeps:
-    """What every listener needs: the database, the commands and the clock of keys and stamps."""
+    """What every listener needs: the database, the commands, the clock and the work pool.
+
+    Listeners acknowledge on Bolt's executor and hand the slow part to ``workers``. Bolt
+    runs ack functions and lazy listeners on one pool, so under a burst of commands the
+    acks would otherwise wait behind database work and miss Slack's 3 seconds.
+    """
 
     engine: Engine
     commands: Commands
     clock: Callable[[], datetime]
+    workers: Executor
+
+    def run_later(self, work: Callable[[], None], *, what: str) -> None:
+        """Run ``work`` on the work pool; an exception is logged, never lost."""
+
+        def guarded() -> None:
+            try:
+                work()
+            except Exception:
+                log.exception("%s failed after its ack", what)
+
+        self.workers.submit(guarded)
 
 
 def team_of(context: BoltContext) -> str:
@@ -76,8 +94,3 @@ def reply_with(
         deliver(message)
     except Exception:
         log.exception("could not deliver the answer to %s for user %s in team %s", what, user_id, team_id)
-
-
-def ack_now(ack: Callable[..., object]) -> None:
-    """Acknowledge at once; the lazy listener does the work after Slack got its answer."""
-    ack()

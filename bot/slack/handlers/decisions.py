@@ -14,13 +14,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
-from slack_bolt import App, BoltContext, Respond
+from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 
 from bot.errors import BotError
 from bot.slack.blocks.help import build_error
 from bot.slack.blocks.opportunity import build_already_decided, build_decision_done
-from bot.slack.handlers import SlackDeps, ack_now, team_of
+from bot.slack.handlers import SlackDeps, team_of
 from bot.slack.idempotency import DECISION_PREFIX, claim, claimed_at, release
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,10 @@ Decide = Callable[[DecisionRequest], str]
 def register_decision(app: App, deps: SlackDeps, action_id: str, decide: Decide) -> None:
     """Handle clicks on ``action_id`` buttons by running ``decide`` at most once per item."""
 
-    def run_decision(body: dict, action: dict, respond: Respond, client: WebClient, context: BoltContext) -> None:
+    def on_decision(
+        ack: Ack, body: dict, action: dict, respond: Respond, client: WebClient, context: BoltContext
+    ) -> None:
+        ack()
         container = body.get("container") or {}
         request = DecisionRequest(
             team_id=team_of(context),
@@ -55,6 +58,9 @@ def register_decision(app: App, deps: SlackDeps, action_id: str, decide: Decide)
             channel_id=container.get("channel_id"),
             message_ts=container.get("message_ts"),
         )
+        deps.run_later(lambda: decide_once(request, respond, client), what=f"decision {action_id}")
+
+    def decide_once(request: DecisionRequest, respond: Respond, client: WebClient) -> None:
         key = DECISION_PREFIX + request.reference
         if not claim(deps.engine, request.team_id, key, deps.clock()):
             decided = claimed_at(deps.engine, request.team_id, key) or deps.clock()
@@ -91,4 +97,4 @@ def register_decision(app: App, deps: SlackDeps, action_id: str, decide: Decide)
         else:
             respond(text=done.text, blocks=done.blocks, replace_original=True)
 
-    app.action(action_id)(ack=ack_now, lazy=[run_decision])
+    app.action(action_id)(on_decision)
