@@ -37,6 +37,7 @@ class Call:
     params: dict[str, Any]
     headers: dict[str, str]
     started: float
+    path: str = ""
     status: int = 200
     answer: dict[str, Any] = field(default_factory=dict)
 
@@ -133,23 +134,26 @@ class FakeSlack:
         with self._lock:
             return [c for c in self.calls if c.method == method]
 
-    def wait_for(self, method: str, count: int = 1, timeout: float = 10.0) -> list[Call]:
-        """Wait until ``method`` was called ``count`` times with an answer, and return those calls."""
+    def wait_for(self, method: str, count: int = 1, timeout: float = 10.0, *, path: str | None = None) -> list[Call]:
+        """Wait until ``method`` (at ``path``, when given) was answered ``count`` times; return those calls."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            done = [c for c in self.calls_to(method) if c.answer]
+        while True:
+            done = [c for c in self.calls_to(method) if c.answer and (path is None or c.path == path)]
             if len(done) >= count:
                 return done
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"{method} was answered {len(done)} times within {timeout}s, expected {count}; "
+                    f"calls so far: {[c.method for c in self.calls]}"
+                )
             time.sleep(0.02)
-        raise AssertionError(
-            f"{method} was answered {len([c for c in self.calls_to(method) if c.answer])} times "
-            f"within {timeout}s, expected {count}; calls so far: {[c.method for c in self.calls]}"
-        )
 
     # -- answering ---------------------------------------------------------------
 
-    def handle(self, method: str, params: dict[str, Any], headers: dict[str, str]) -> tuple[Reply, Call]:
-        call = Call(method=method, params=params, headers=headers, started=self.clock())
+    def handle(
+        self, method: str, params: dict[str, Any], headers: dict[str, str], path: str = ""
+    ) -> tuple[Reply, Call]:
+        call = Call(method=method, params=params, headers=headers, started=self.clock(), path=path)
         with self._lock:
             self.calls.append(call)
             scripted = self._scripts[method].popleft() if self._scripts[method] else None
@@ -323,7 +327,7 @@ class _Handler(BaseHTTPRequestHandler):
             method = url.path[len("/api/") :]
         else:
             method = url.path.strip("/")
-        reply, _call = fake.handle(method, params, headers)
+        reply, _call = fake.handle(method, params, headers, url.path)
 
         if method == "response_url" and reply.status == 200:
             payload = b"ok"

@@ -6,9 +6,13 @@ import hashlib
 import hmac
 import http.client
 import json
+import shutil
+import tarfile
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import urlencode
 
@@ -189,3 +193,59 @@ def start_http() -> Iterator[Callable[..., SlackHTTP]]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+ENRON_TARBALL = ("data", "mail", "enron-maildir-9-mailboxes.tar.xz")
+ENRON_OWNERS = {"badeer-r": "robert.badeer@enron.com", "cuilla-m": "martin.cuilla@enron.com"}
+# The two mailboxes end in March 2002; commands run as of this time.
+ENRON_NOW = datetime(2002, 6, 1, tzinfo=timezone.utc)
+
+
+@dataclass
+class EnronData:
+    database_url: str
+    mailbox_ids: dict[str, int]
+
+
+@pytest.fixture(scope="session")
+def enron_data(tmp_path_factory) -> EnronData:
+    """Two small Enron mailboxes, unpacked from the corpus tarball and imported once per session."""
+    from bot.config import get_settings
+    from bot.mail.files import FilesSource
+    from bot.mail.ingest import ensure_mailbox, import_source
+    from bot.relationships.compute import recompute
+    from bot.storage.db import make_engine
+    from bot.storage.schema import create_schema
+    from tests.conftest import shared_path
+
+    tarball = shared_path(*ENRON_TARBALL)
+    root = tmp_path_factory.mktemp("enron")
+    prefixes = tuple(f"maildir/{name}/" for name in ENRON_OWNERS)
+    with tarfile.open(tarball) as archive:
+        members = [m for m in archive if m.name.startswith(prefixes)]
+        archive.extractall(root, members=members, filter="data")
+
+    url = f"sqlite:///{root / 'enron.db'}"
+    engine = make_engine(url)
+    create_schema(engine)
+    mailbox_ids = {}
+    for name, owner in ENRON_OWNERS.items():
+        mailbox = ensure_mailbox(engine, owner)
+        import_source(engine, mailbox, FilesSource(root / "maildir" / name), settings=get_settings())
+        recompute(engine, mailbox.id, ENRON_NOW)
+        mailbox_ids[owner] = mailbox.id
+    engine.dispose()
+    return EnronData(database_url=url, mailbox_ids=mailbox_ids)
+
+
+@pytest.fixture
+def enron_engine(enron_data: EnronData, tmp_path):
+    """A private copy of the imported Enron database, so tests can write to it."""
+    from bot.storage.db import make_engine
+
+    source = Path(enron_data.database_url.split("///", 1)[1])
+    copy = tmp_path / "enron.db"
+    shutil.copyfile(source, copy)
+    engine = make_engine(f"sqlite:///{copy}")
+    yield engine
+    engine.dispose()

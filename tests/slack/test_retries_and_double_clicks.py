@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
+from bot.slack.commands import Commands
+from bot.slack.handlers import SlackDeps
 from bot.slack.handlers.decisions import DecisionRequest, register_decision
 from bot.slack.idempotency import claim, claimed_at, prune_keys, release
+from bot.timeutil import utcnow
 from tests.conftest import shared_path
-from tests.slack.conftest import SlackHTTP, event_envelope
+from tests.slack.conftest import SlackHTTP, block_actions_payload, event_envelope
 
 
 def load_case() -> tuple[dict, dict]:
@@ -41,10 +46,7 @@ def test_retried_event_and_double_click_run_once(fake_slack, slack_settings, sql
 
     http: SlackHTTP = start_http(slack_settings, sqlite_engine)
     app = http.server.app
-    from bot.slack.handlers import SlackDeps
-    from bot.slack.commands import Commands
-
-    register_decision(app, SlackDeps(sqlite_engine, Commands(sqlite_engine), _utcnow), "approve_draft", approve)
+    register_decision(app, deps_for(sqlite_engine), "approve_draft", approve)
 
     acks = []
     first_sent = int(time.time())
@@ -94,12 +96,7 @@ def test_failed_decision_can_be_clicked_again(fake_slack, slack_settings, sqlite
         return "Approved"
 
     http = start_http(slack_settings, sqlite_engine)
-    from bot.slack.commands import Commands
-    from bot.slack.handlers import SlackDeps
-
-    register_decision(http.server.app, SlackDeps(sqlite_engine, Commands(sqlite_engine), _utcnow), "approve_draft", flaky)
-    from tests.slack.conftest import block_actions_payload
-
+    register_decision(http.server.app, deps_for(sqlite_engine), "approve_draft", flaky)
     first = block_actions_payload("approve_draft", "opp:9", user_id="U1", response_url=fake_slack.response_url("a"), action_ts="1.1")
     http.action(first)
     error = fake_slack.wait_for("response_url", 1)[0]
@@ -172,7 +169,9 @@ def test_app_home_retry_publishes_once(fake_slack, slack_settings, sqlite_engine
     assert len(fake_slack.calls_to("views.publish")) == 1
 
 
-def _utcnow():  # type: ignore[no-untyped-def]
-    from bot.timeutil import utcnow
-
+def _utcnow() -> datetime:
     return utcnow()
+
+
+def deps_for(engine) -> SlackDeps:  # type: ignore[no-untyped-def]
+    return SlackDeps(engine, Commands(engine), _utcnow, ThreadPoolExecutor(max_workers=4))

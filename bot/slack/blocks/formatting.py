@@ -62,6 +62,8 @@ def format_when(when: datetime | None, now: datetime) -> str:
     """Return a date with its age, for example "2001-05-03 (9 days ago)"."""
     if when is None:
         return "never"
+    if as_utc(when) > as_utc(now):
+        return format_date(when)
     return f"{format_date(when)} ({format_age(when, now)})"
 
 
