@@ -20,7 +20,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, TypeVar
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import requests
 
 from exchangelib import (
     BASIC,
@@ -58,6 +61,7 @@ from exchangelib.errors import (
     UnauthorizedError,
 )
 from exchangelib.folders import Calendar, Contacts, Folder
+from exchangelib.protocol import BaseProtocol
 from exchangelib.services import SyncFolderItems
 from exchangelib.items import ID_ONLY
 
@@ -229,8 +233,52 @@ class MsalOAuth2Credentials(OAuth2Credentials):
     def refresh(self, session: Any) -> None:
         self.access_token = self._new_token()
 
+    @property
+    def token_url(self) -> str:
+        # exchangelib fetches a token itself only when a session has none; this keeps that
+        # request on the configured identity provider instead of login.microsoftonline.com.
+        return f"{self._provider.authority}/oauth2/v2.0/token"
+
+    @property
+    def scope(self) -> list[str]:
+        return list(self._provider.scopes)
+
+    def session_params(self) -> dict:
+        return {"token": self.access_token}
+
     def __repr__(self) -> str:
         return f"MsalOAuth2Credentials({self.client_id!r}, '********')"
+
+
+class BundleAdapter(requests.adapters.HTTPAdapter):
+    """An HTTP adapter that verifies chosen EWS servers against their own CA bundle.
+
+    exchangelib builds every session's adapter from ``BaseProtocol.HTTP_ADAPTER_CLS``; a
+    bundle given per request here also wins over REQUESTS_CA_BUNDLE, which requests would
+    otherwise put in place of a session's setting.
+    """
+
+    bundles: dict[str, str] = {}  # "https://host:port/" -> CA bundle path
+
+    def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        for prefix, bundle in self.bundles.items():
+            if request.url and request.url.startswith(prefix) and kwargs.get("verify") is not False:
+                kwargs["verify"] = bundle
+                break
+        return super().send(request, **kwargs)
+
+
+def trust_bundle(url: str, bundle: str) -> None:
+    """Verify the server at ``url`` against ``bundle`` in every exchangelib session of this process."""
+    parts = urlsplit(url)
+    BundleAdapter.bundles[f"{parts.scheme}://{parts.netloc}/"] = bundle
+    current = BaseProtocol.HTTP_ADAPTER_CLS
+    if current is requests.adapters.HTTPAdapter:
+        BaseProtocol.HTTP_ADAPTER_CLS = BundleAdapter
+    elif not issubclass(current, BundleAdapter):
+        log.warning(
+            "exchangelib uses the HTTP adapter %s; the CA bundle for %s is not applied", current.__name__, parts.netloc
+        )
 
 
 class EwsSource:
@@ -283,6 +331,10 @@ class EwsSource:
 
     def _make_account(self) -> Account:
         settings = self.settings
+        if settings.ca_bundle and settings.ews_url:
+            trust_bundle(settings.ews_url, settings.ca_bundle)
+            if settings.authority_host:
+                trust_bundle(settings.authority_host, settings.ca_bundle)
         credentials = self._credentials()
         auth_type = {"basic": BASIC, "ntlm": NTLM, "oauth2": OAUTH2}[settings.auth]
         version = Version(build=parse_build(settings.version)) if settings.version else None

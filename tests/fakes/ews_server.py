@@ -35,6 +35,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterable
 from xml.sax.saxutils import escape
 
+from pathlib import Path
+
 from lxml import etree
 
 from tests.fakes.mailstore import (
@@ -48,6 +50,7 @@ from tests.fakes.mailstore import (
     FakeMailbox,
     FakeMessage,
 )
+from tests.fakes.tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +108,12 @@ class RequestRecord:
 
 @dataclass
 class _Target:
-    mailbox: FakeMailbox
+    mailbox: FakeMailbox | None  # None for operations on the server, not on a mailbox
     login: str
+
+
+# Operations that address the server's directory or version, not a mailbox.
+SERVER_OPERATIONS = {"ConvertId", "ResolveNames"}
 
 
 class EwsFault(Exception):
@@ -126,18 +133,21 @@ class FakeEwsServer:
         self,
         mailboxes: Iterable[FakeMailbox] = (),
         users: dict[str, str] | None = None,
-        tokens: dict[str, str] | None = None,
+        bearer: Callable[[str], str | None] | None = None,
         impersonation: dict[str, set[str]] | None = None,
         delegates: dict[str, set[str]] | None = None,
         directory: dict[str, FakeAddress] | None = None,
+        tls: tuple[Path, Path] | None = None,
     ):
         self.mailboxes: dict[str, FakeMailbox] = {m.owner: m for m in mailboxes}
         self.users = users or {}
-        self.tokens = tokens or {}  # bearer token -> login
+        self.bearer = bearer  # returns the login a bearer token belongs to, or None
         self.impersonation = impersonation or {}
         self.delegates = delegates or {}
         self.directory = {k.lower(): v for k, v in (directory or {}).items()}
+        self.tls = tls  # (certificate, key) to serve HTTPS instead of HTTP
         self.requests: list[RequestRecord] = []
+        self.requested_fields: list[tuple[str, frozenset[str]]] = []  # (operation, FieldURIs)
         self.faults: list[tuple[str, Fault]] = []
         self.lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -154,6 +164,8 @@ class FakeEwsServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
+        if self.tls is not None:
+            self._httpd.socket = server_context(*self.tls).wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-ews", daemon=True)
         self._thread.start()
         return self
@@ -174,7 +186,8 @@ class FakeEwsServer:
     def url(self) -> str:
         assert self._httpd is not None, "server not started"
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/EWS/Exchange.asmx"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{host}:{port}/EWS/Exchange.asmx"
 
     # --- test helpers ----------------------------------------------------------------
 
@@ -217,8 +230,8 @@ class FakeEwsServer:
             except (ValueError, UnicodeDecodeError):
                 return None
             return user.lower() if self.users.get(user.lower()) == password else None
-        if scheme.lower() == "bearer":
-            return self.tokens.get(value.strip())
+        if scheme.lower() == "bearer" and self.bearer is not None:
+            return self.bearer(value.strip())
         return None
 
     def select_mailbox(self, login: str, envelope: etree._Element, body_op: etree._Element) -> _Target:
@@ -301,15 +314,21 @@ class _Handler(BaseHTTPRequestHandler):
             return
         mailbox_address = None
         try:
-            target = self.fake.select_mailbox(login, envelope, operation_elem)
-            mailbox_address = target.mailbox.owner
+            if operation in SERVER_OPERATIONS:
+                target = _Target(None, login)
+            else:
+                target = self.fake.select_mailbox(login, envelope, operation_elem)
+                mailbox_address = target.mailbox.owner
             if fault is not None and fault.kind == "expired":
                 raise EwsFault("ErrorInvalidSyncStateData", "Synchronization state data is corrupt or otherwise invalid.")
             handler = OPERATIONS.get(operation)
             if handler is None:
                 raise EwsFault("ErrorInvalidRequest", f"The fake server does not implement {operation}.")
-            with target.mailbox.lock:
+            if target.mailbox is None:
                 inner = handler(self.fake, target, operation_elem)
+            else:
+                with target.mailbox.lock:
+                    inner = handler(self.fake, target, operation_elem)
             payload = _envelope(inner)
             status = 200
         except EwsFault as exc:
@@ -418,9 +437,11 @@ def _ok(operation: str, content: str) -> str:
 
 
 def _error_message(operation: str, code: str, text: str) -> str:
+    # A SyncFolderItems error carries an empty SyncState, as in Microsoft's documented sample.
+    extra = "<m:SyncState /><m:IncludesLastItemInRange>true</m:IncludesLastItemInRange>" if operation == "SyncFolderItems" else ""
     return (
         f'<m:{operation}ResponseMessage ResponseClass="Error"><m:MessageText>{escape(text)}</m:MessageText>'
-        f"<m:ResponseCode>{code}</m:ResponseCode><m:DescriptiveLinkKey>0</m:DescriptiveLinkKey>"
+        f"<m:ResponseCode>{code}</m:ResponseCode><m:DescriptiveLinkKey>0</m:DescriptiveLinkKey>{extra}"
         f"</m:{operation}ResponseMessage>"
     )
 
@@ -678,6 +699,7 @@ def op_sync_folder_items(fake: FakeEwsServer, target: _Target, op: etree._Elemen
     folder_elem = op.find("m:SyncFolderId", NS)[0]
     key = _resolve_folder(target, folder_elem)
     fields = _requested_fields(op.find("m:ItemShape", NS))
+    fake.requested_fields.append(("SyncFolderItems", frozenset(fields)))
     state_text = op.findtext("m:SyncState", namespaces=NS)
     seq = 0
     if state_text:
@@ -711,6 +733,7 @@ def op_sync_folder_items(fake: FakeEwsServer, target: _Target, op: etree._Elemen
 def op_get_item(fake: FakeEwsServer, target: _Target, op: etree._Element) -> str:
     box = target.mailbox
     fields = _requested_fields(op.find("m:ItemShape", NS))
+    fake.requested_fields.append(("GetItem", frozenset(fields)))
     messages = []
     for elem in op.find("m:ItemIds", NS):
         item = _item_xml(box, elem.get("Id", ""), fields)
@@ -760,7 +783,7 @@ def op_resolve_names(fake: FakeEwsServer, target: _Target, op: etree._Element) -
     messages = []
     for entry in op.iterfind("m:UnresolvedEntry", NS):
         text = (entry.text or "").strip()
-        found = fake.directory.get(text.lower()) or target.mailbox.directory.get(text.lower())
+        found = fake.directory.get(text.lower())
         if found is None:
             messages.append(
                 _error_message(

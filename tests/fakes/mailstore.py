@@ -1,7 +1,6 @@
 """The mailbox content that the fake EWS and Graph servers serve, and its change log.
 
-A ``FakeMailbox`` holds messages per folder, calendar items, contacts and a directory of
-legacy Exchange DNs. Every change gets a sequence number, so both fakes can answer
+A ``FakeMailbox`` holds messages per folder, calendar items and contacts. Every change gets a sequence number, so both fakes can answer
 incremental requests (an EWS sync state or a Graph delta token is a folder key, a
 generation and a sequence number). Bumping ``generation`` makes every cursor handed out
 before invalid, which is how the fakes simulate an expired sync state.
@@ -55,6 +54,9 @@ class FakeMessage:
     conversation_id: str | None = None
     item_class: str = "IPM.Note"
     raw_path: Path | None = None  # the file the message was read from, for the file import
+    # A digest of the body, never served: Exchange sources read no bodies. Tests use it to
+    # find distinct messages that only their bodies tell apart.
+    body_hash: str | None = None
 
 
 @dataclass
@@ -101,13 +103,14 @@ class FakeMailbox:
         self.messages: dict[str, FakeMessage] = {}
         self.events: dict[str, FakeEvent] = {}
         self.contacts: dict[str, FakeContact] = {}
-        self.directory: dict[str, FakeAddress] = {}  # lower-case legacy DN -> SMTP mailbox
         self.changes: list[Change] = []
         self.generation = 1
         self.seq = 0
         self.lock = threading.RLock()
         self._counter = 0
         self._conversations: dict[str, str] = {}  # Message-ID -> conversation id
+        # Fixed cursor texts for chosen sequence numbers, so a test can start from a named state.
+        self.state_names: dict[int, str] = {}
 
     def new_id(self, prefix: str) -> str:
         self._counter += 1
@@ -165,6 +168,7 @@ class FakeMailbox:
         """Make every sync state and delta token handed out so far invalid."""
         with self.lock:
             self.generation += 1
+            self.state_names.clear()
 
     def _log(self, folder: str, kind: str, item_id: str) -> None:
         self.seq += 1
@@ -191,11 +195,16 @@ class FakeMailbox:
             return page, len(live) <= limit
 
     def cursor(self, folder: str, seq: int) -> str:
+        if seq in self.state_names:
+            return self.state_names[seq]
         payload = json.dumps({"f": folder, "g": self.generation, "s": seq}).encode()
         return base64.b64encode(payload).decode()
 
     def parse_cursor(self, folder: str, text: str) -> int | None:
         """Return the sequence number of a cursor, or None when it is invalid or expired."""
+        for seq, name in self.state_names.items():
+            if name == text:
+                return seq
         try:
             data = json.loads(base64.b64decode(text.encode(), validate=True))
         except (ValueError, TypeError):
@@ -204,6 +213,42 @@ class FakeMailbox:
             return None
         seq = data.get("s")
         return seq if isinstance(seq, int) else None
+
+
+# --- Items written as exchangelib field names ------------------------------------------------
+
+
+def address_from_case(value: dict | None) -> FakeAddress | None:
+    """Convert ``{"name", "email_address", "routing_type", "mailbox_type"}`` to a FakeAddress."""
+    if not value:
+        return None
+    return FakeAddress(
+        name=value.get("name"),
+        address=value.get("email_address"),
+        routing_type=value.get("routing_type", "SMTP"),
+        mailbox_type=value.get("mailbox_type", "Mailbox"),
+    )
+
+
+def message_from_case(item: dict, folder: str = INBOX) -> FakeMessage:
+    """Convert an item written with exchangelib Message field names into a FakeMessage.
+
+    A ``datetime_received`` without an offset stays naive, so the fake serves it that way.
+    """
+    received = datetime.fromisoformat(item["datetime_received"]) if item.get("datetime_received") else None
+    sent = datetime.fromisoformat(item["datetime_sent"]) if item.get("datetime_sent") else received
+    return FakeMessage(
+        item_id=item["item_id"],
+        folder=folder,
+        subject=item.get("subject"),
+        sent=sent,
+        received=received,
+        sender=address_from_case(item.get("sender")),
+        to=[a for a in map(address_from_case, item.get("to_recipients", [])) if a],
+        cc=[a for a in map(address_from_case, item.get("cc_recipients", [])) if a],
+        message_id=item.get("message_id"),
+        item_class=item.get("item_class", "IPM.Note"),
+    )
 
 
 # --- The Enron corpus -------------------------------------------------------------------
@@ -280,23 +325,8 @@ def message_from_file(path: Path, folder: str) -> FakeMessage:
         in_reply_to=f"<{item.in_reply_to}>" if item.in_reply_to else None,
         references=" ".join(f"<{r}>" for r in item.references) or None,
         raw_path=path,
+        body_hash=item.body_hash,
     )
-
-
-def build_enron_mailbox(
-    maildir: Path,
-    owner_address: str,
-    selection: list[tuple[str, set[str] | None, int | None]],
-) -> FakeMailbox:
-    """Build a mailbox from Enron folders: ``selection`` lists (mailbox, folders, max messages)."""
-    mailbox = FakeMailbox(owner_address)
-    for owner, folders, limit in selection:
-        files = enron_files(maildir, owner, folders)
-        if limit is not None:
-            files = files[:limit]
-        for path, role in files:
-            mailbox.add_message(message_from_file(path, role))
-    return mailbox
 
 
 def write_maildir(mailbox: FakeMailbox, dest: Path) -> Path:
