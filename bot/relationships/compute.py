@@ -68,6 +68,7 @@ class MessageRow:
     cc: list[int] = field(default_factory=list)
     bcc: list[int] = field(default_factory=list)
     author: int | None = None
+    list_address: int | None = None
 
 
 @dataclass
@@ -244,6 +245,8 @@ def _load_messages(session: Session, mailbox_id: int, at: datetime) -> list[Mess
             message.bcc.append(address_id)
         elif role == "author":
             message.author = address_id
+        elif role == "list":
+            message.list_address = address_id
     return sorted(messages.values(), key=lambda m: (m.sent_at, m.id))
 
 
@@ -356,6 +359,11 @@ def _compute(engine: Engine, mailbox: Mailbox, at: datetime, settings: Settings)
                 {"b_id": m.id, "b_direction": direction, "b_thread": str(thread), "b_reply": is_reply}
             )
             if not counted:
+                # The author of a list post becomes known to the owner, without a count.
+                if m.list_address is not None and sender_id in contact_address:
+                    pid = person_of[sender_id]
+                    if pid in contact_people:
+                        stats[pid].touch(m.sent_at)
                 continue
             recipients = max(1, len(m.to) + len(m.cc) + len(m.bcc))
             if direction == "out":
@@ -454,9 +462,14 @@ def _compute(engine: Engine, mailbox: Mailbox, at: datetime, settings: Settings)
 
 
 def _direction(m: MessageRow, owner_address_ids: set[int]) -> str:
+    """Mail from the owner is outbound; mail anyone else sent that reached the mailbox is inbound.
+
+    Mail that reached the owner without naming them (Bcc, a list) is inbound too, and counts
+    with the Cc weight. Mail from someone else kept in a sent folder is neither.
+    """
     if m.from_id is not None and m.from_id in owner_address_ids:
         return "out"
-    if any(a in owner_address_ids for a in (*m.to, *m.cc, *m.bcc)) or m.folder_role == "inbox":
+    if any(a in owner_address_ids for a in (*m.to, *m.cc, *m.bcc)) or m.folder_role != "sent":
         return "in"
     return "other"
 

@@ -107,11 +107,11 @@ def _load_addresses(session: Session, team_id: str) -> dict[int, _Addr]:
             ).where(Address.team_id == team_id)
         )
     }
-    # When each address was first and last seen in mail that is neither bulk nor automatic.
+    # When each address was first and last seen in mail other than automatic replies.
     for address_id, first, last in session.execute(
         select(MessageParticipant.address_id, func.min(Message.sent_at), func.max(Message.sent_at))
         .join(Message, Message.id == MessageParticipant.message_id)
-        .where(Message.team_id == team_id, Message.is_bulk.is_(False), Message.is_auto_reply.is_(False))
+        .where(Message.team_id == team_id, Message.is_auto_reply.is_(False))
         .group_by(MessageParticipant.address_id)
     ):
         entry = addresses.get(address_id)
