@@ -54,6 +54,7 @@ class GraphFault:
     status: int = 500
     retry_after: str | None = None
     delay: float = 0.0
+    code: str | None = None  # the error code of a status answer
 
     @staticmethod
     def throttled(retry_after: int | None = None, status: int = 429) -> "GraphFault":
@@ -66,6 +67,8 @@ class GraphRequest:
     path: str
     status: int
     at: float
+    query: str = ""
+    prefer: str = ""
 
 
 @dataclass
@@ -152,9 +155,9 @@ class FakeGraphServer:
                     return fault
         return None
 
-    def _record(self, route: str, path: str, status: int) -> None:
+    def _record(self, route: str, path: str, status: int, query: str = "", prefer: str = "") -> None:
         with self.lock:
-            self.requests.append(GraphRequest(route, path, status, time.monotonic()))
+            self.requests.append(GraphRequest(route, path, status, time.monotonic(), query, prefer))
 
     def app_of_token(self, header: str | None) -> App | None:
         if not header or not header.lower().startswith("bearer "):
@@ -385,7 +388,9 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         if fault.kind == "status":
             headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
-            code = {429: "TooManyRequests", 503: "ServiceNotAvailable", 500: "InternalServerError"}.get(fault.status, "Error")
+            code = fault.code or {429: "TooManyRequests", 503: "ServiceNotAvailable", 500: "InternalServerError"}.get(
+                fault.status, "Error"
+            )
             self._json(fault.status, {"error": {"code": code, "message": "Injected failure."}}, route, path, headers)
             return True
         if fault.kind == "gone":
@@ -415,7 +420,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._raw(status, json.dumps(body).encode(), route, path, headers)
 
     def _raw(self, status: int, payload: bytes, route: str, path: str, headers: dict[str, str] | None = None) -> None:
-        self.fake._record(route, path, status)
+        self.fake._record(route, path, status, urlsplit(self.path).query, self.headers.get("Prefer", ""))
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json; odata.metadata=minimal")
@@ -478,7 +483,7 @@ def _message_json(message: FakeMessage, select: list[str], immutable: bool) -> d
         "receivedDateTime": _time(message.received),
         "internetMessageId": message.message_id,
         "conversationId": message.conversation_id,
-        "isDraft": False,
+        "isDraft": message.is_draft,
         "from": _recipient(message.sender) if message.sender else None,
         "sender": _recipient(message.sender) if message.sender else None,
         "toRecipients": [_recipient(p) for p in message.to],

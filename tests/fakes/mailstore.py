@@ -53,6 +53,7 @@ class FakeMessage:
     references: str | None = None
     conversation_id: str | None = None
     item_class: str = "IPM.Note"
+    is_draft: bool = False
     raw_path: Path | None = None  # the file the message was read from, for the file import
     # A digest of the body, never served: Exchange sources read no bodies. Tests use it to
     # find distinct messages that only their bodies tell apart.
