@@ -8,11 +8,17 @@ are computed over the exact bytes), and answers a health check.
 from __future__ import annotations
 
 import logging
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from typing import TYPE_CHECKING
+
 from slack_bolt import App
 from slack_bolt.request import BoltRequest
+
+if TYPE_CHECKING:
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +110,23 @@ def serve_http(app: App, host: str, port: int) -> None:
         server.server_close()
 
 
-def serve_socket_mode(app: App, app_token: str) -> None:
-    """Connect to Slack over Socket Mode (apps.connections.open) and serve until interrupted."""
+def connect_socket_mode(app: App, app_token: str) -> "SocketModeHandler":
+    """Open the Socket Mode WebSocket (URL from apps.connections.open) and return its handler.
+
+    Requests are served on the handler's threads until ``handler.close()``.
+    """
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
     log.info("connecting to Slack in Socket Mode")
-    SocketModeHandler(app, app_token).start()
+    handler = SocketModeHandler(app, app_token)
+    handler.connect()
+    return handler
+
+
+def serve_socket_mode(app: App, app_token: str) -> None:
+    """Serve Slack's requests over Socket Mode until interrupted."""
+    handler = connect_socket_mode(app, app_token)
+    try:
+        threading.Event().wait()
+    finally:
+        handler.close()

@@ -1,7 +1,8 @@
 """A fake Slack Web API on loopback that records every call.
 
 The real slack_sdk WebClient talks to it through ``base_url``; Bolt's ``respond``
-talks to it through response URLs under ``/response/``. Answers have the shapes
+talks to it through response URLs under ``/response/``; the Socket Mode client
+connects to the WebSocket that ``apps.connections.open`` names. Answers have the shapes
 of Slack's own (the keys of the Java SDK's recorded samples), message and view
 blocks are checked with slack_sdk's Block Kit models as Slack would reject them
 (``invalid_blocks``), and a test can script errors, HTTP 429 answers with or
@@ -10,6 +11,8 @@ without ``Retry-After``, and slow answers per method.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import threading
 import time
@@ -24,6 +27,10 @@ from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
 VALID_TOKEN = "xoxb-test-token"
+APP_TOKEN = "xapp-test-token"
+SOCKET_PATH = "/socket-mode"
+# RFC 6455 section 1.3: the server proves it read the handshake with this GUID.
+WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TEAM_ID = "T0FAKE"
 BOT_USER_ID = "U0BOT"
 MAX_MESSAGE_BLOCKS = 50
@@ -78,6 +85,9 @@ class FakeSlack:
         self.users: dict[str, FakeUser] = {}
         self.delays: dict[str, float] = {}
         self._scripts: dict[str, deque[Reply]] = defaultdict(deque)
+        self.socket_received: list[dict[str, Any]] = []
+        self._socket: Any = None
+        self._socket_ready = threading.Event()
         self._lock = threading.Lock()
         self._ts = 1717405000
         self._views = 0
@@ -164,6 +174,11 @@ class FakeSlack:
             reply = scripted
         elif method == "response_url":
             reply = self._response_url(params)
+        elif method == "apps.connections.open":
+            if headers.get("authorization") != f"Bearer {APP_TOKEN}":
+                reply = Reply(body={"ok": False, "error": "invalid_auth"})
+            else:
+                reply = Reply(body={"ok": True, "url": self.url.replace("http://", "ws://") + SOCKET_PATH})
         elif not self._authorized(headers, params):
             reply = Reply(body={"ok": False, "error": "invalid_auth"})
         else:
@@ -175,6 +190,47 @@ class FakeSlack:
     def _authorized(self, headers: dict[str, str], params: dict[str, Any]) -> bool:
         bearer = headers.get("authorization", "")
         return bearer == f"Bearer {self.token}" or params.get("token") == self.token
+
+    # -- Socket Mode -------------------------------------------------------------
+
+    def wait_for_socket(self, timeout: float = 10.0) -> None:
+        if not self._socket_ready.wait(timeout):
+            raise AssertionError(f"no Socket Mode client connected within {timeout}s")
+
+    def socket_send(self, envelope: dict[str, Any]) -> None:
+        """Send one Socket Mode envelope (hello, slash_commands, events_api, interactive)."""
+        self.wait_for_socket()
+        _send_frame(self._socket, 0x1, json.dumps(envelope).encode())
+
+    def socket_acks(self, envelope_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Wait for the client's acknowledgement of an envelope and return it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                for message in self.socket_received:
+                    if message.get("envelope_id") == envelope_id:
+                        return message
+            time.sleep(0.01)
+        raise AssertionError(f"envelope {envelope_id} was not acknowledged within {timeout}s")
+
+    def serve_socket(self, connection: Any) -> None:
+        """Run one WebSocket session on the handler's connection until the client closes it."""
+        self._socket = connection
+        self._socket_ready.set()
+        _send_frame(connection, 0x1, json.dumps({"type": "hello", "num_connections": 1}).encode())
+        while True:
+            frame = _read_frame(connection)
+            if frame is None:
+                return
+            opcode, payload = frame
+            if opcode == 0x8:
+                _send_frame(connection, 0x8, payload[:2])
+                return
+            if opcode == 0x9:
+                _send_frame(connection, 0xA, payload)
+            elif opcode == 0x1:
+                with self._lock:
+                    self.socket_received.append(json.loads(payload))
 
     def _next_ts(self) -> str:
         with self._lock:
@@ -272,6 +328,51 @@ def _block_problems(blocks: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
+def _send_frame(connection: Any, opcode: int, payload: bytes) -> None:
+    """Send one unmasked, final WebSocket frame (servers never mask, RFC 6455 section 5.1)."""
+    header = bytes([0x80 | opcode])
+    if len(payload) < 126:
+        header += bytes([len(payload)])
+    elif len(payload) < 1 << 16:
+        header += bytes([126]) + len(payload).to_bytes(2, "big")
+    else:
+        header += bytes([127]) + len(payload).to_bytes(8, "big")
+    connection.sendall(header + payload)
+
+
+def _read_frame(connection: Any) -> tuple[int, bytes] | None:
+    """Read one masked client frame; None when the connection closed."""
+    head = _read_exactly(connection, 2)
+    if head is None:
+        return None
+    opcode = head[0] & 0x0F
+    length = head[1] & 0x7F
+    if length == 126:
+        extended = _read_exactly(connection, 2)
+        length = int.from_bytes(extended or b"", "big")
+    elif length == 127:
+        extended = _read_exactly(connection, 8)
+        length = int.from_bytes(extended or b"", "big")
+    mask = _read_exactly(connection, 4) if head[1] & 0x80 else b"\0\0\0\0"
+    payload = _read_exactly(connection, length) if length else b""
+    if mask is None or payload is None:
+        return None
+    return opcode, bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+
+
+def _read_exactly(connection: Any, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        try:
+            chunk = connection.recv(size - len(data))
+        except OSError:
+            return None
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
 def _as_json(value: Any) -> Any:
     if isinstance(value, str):
         try:
@@ -306,7 +407,22 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve()
 
     def do_GET(self) -> None:
+        if self.path.startswith(SOCKET_PATH) and self.headers.get("Upgrade", "").lower() == "websocket":
+            self._upgrade()
+            return
         self._serve()
+
+    def _upgrade(self) -> None:
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        accept = base64.b64encode(hashlib.sha1((key + WEBSOCKET_GUID).encode()).digest()).decode()
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        self.server.fake.serve_socket(self.connection)  # type: ignore[attr-defined]
+        self.close_connection = True
 
     def _serve(self) -> None:
         fake: FakeSlack = self.server.fake  # type: ignore[attr-defined]

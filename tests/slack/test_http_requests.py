@@ -180,3 +180,16 @@ def test_failing_command_gets_short_error(fake_slack, slack_settings, sqlite_eng
     assert any("U0ASKER" in r.getMessage() and r.exc_info for r in caplog.records)
     assert SIGNING_SECRET not in caplog.text
     assert "xoxb-" not in caplog.text
+
+
+def test_command_acked_before_slow_work(fake_slack, slack_settings, sqlite_engine, start_http):
+    fake_slack.add_user("U0SLOW", "slow@example.org")
+    fake_slack.delays["users.info"] = 2.0
+    http = start_http(slack_settings, sqlite_engine)
+    answers = [
+        http.command("/crm", "top", user_id="U0SLOW", response_url=fake_slack.response_url(f"slow{i}")) for i in range(3)
+    ]
+    assert all(a.status == 200 for a in answers)
+    assert max(a.seconds for a in answers) < 1.0
+    replies = fake_slack.wait_for("response_url", 3, timeout=20)
+    assert all("not linked" in r.params["text"] for r in replies)
