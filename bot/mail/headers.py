@@ -46,7 +46,17 @@ class NotAMessage(InputError):
 
 # At least one of these must be present for the bytes to count as a message.
 _MESSAGE_FIELDS = frozenset(
-    ("from", "sender", "to", "cc", "date", "message-id", "subject", "received", "return-path")
+    (
+        "from",
+        "sender",
+        "to",
+        "cc",
+        "date",
+        "message-id",
+        "subject",
+        "received",
+        "return-path",
+    )
 )
 # Only the fields read below are collected; skipping the rest keeps the per-message work small.
 _READ_FIELDS = _MESSAGE_FIELDS | {
@@ -227,7 +237,9 @@ def _clean_name(text: str) -> str | None:
 # ---------------------------------------------------------------------------------------------
 
 _LABEL = r"[0-9a-z\u00a1-\uffff](?:[0-9a-z\u00a1-\uffff-]{0,61}[0-9a-z\u00a1-\uffff])?"
-_DOMAIN = re.compile(rf"(?:{_LABEL}\.)+(?:[a-z\u00a1-\uffff]{{2,63}}|xn--[0-9a-z-]{{1,59}})")
+_DOMAIN = re.compile(
+    rf"(?:{_LABEL}\.)+(?:[a-z\u00a1-\uffff]{{2,63}}|xn--[0-9a-z-]{{1,59}})"
+)
 _LOCAL_FORBIDDEN = re.compile(r"[\s<>(),;:\[\]\\]")
 # Exchange legacy DNs (X.500, '/o=Org/ou=.../cn=Recipients/cn=alias', optionally with the
 # 'EX:' address type) and IMCEA encapsulations ('IMCEAEX-_O=ORG_OU=...@domain').
@@ -251,7 +263,9 @@ def _bare_address(text: str) -> str | None:
     local, at, domain = value.rpartition("@")
     if not at or not local or "@" in local.strip('"'):
         return None
-    if _LOCAL_FORBIDDEN.search(local) and not (local.startswith('"') and local.endswith('"')):
+    if _LOCAL_FORBIDDEN.search(local) and not (
+        local.startswith('"') and local.endswith('"')
+    ):
         return None
     domain = domain.lower()
     if not _DOMAIN.fullmatch(domain):
@@ -362,7 +376,9 @@ def _participant(address: str | None, name: str | None) -> Participant:
     return Participant(address=address, name=name)
 
 
-def _fragment_participant(fragment: list[_Token], defects: list[str]) -> Participant | None:
+def _fragment_participant(
+    fragment: list[_Token], defects: list[str]
+) -> Participant | None:
     angle_positions = [i for i, (kind, _) in enumerate(fragment) if kind == "angle"]
     if angle_positions:
         position = angle_positions[-1]
@@ -377,7 +393,9 @@ def _fragment_participant(fragment: list[_Token], defects: list[str]) -> Partici
             at_words = [word for word in words if "@" in word]
             if len(at_words) == 1 and not is_exchange_dn(spec):
                 spec = at_words[0]
-                name_text = name_text or " ".join(word for word in words if word != spec)
+                name_text = name_text or " ".join(
+                    word for word in words if word != spec
+                )
     name = _clean_name(name_text) if name_text else None
     if is_exchange_dn(spec):
         defects.append("exchange-dn-address")
@@ -400,7 +418,10 @@ _ParsedList = tuple[tuple[Participant, ...], tuple[str, ...]]
 
 
 def parse_addresses(
-    value: str | None, defects: list[str] | None = None, *, archive_value: str | None = None
+    value: str | None,
+    defects: list[str] | None = None,
+    *,
+    archive_value: str | None = None,
 ) -> list[Participant]:
     """Parse an address-list header value into participants.
 
@@ -441,13 +462,9 @@ def _parse_address_list(value: str) -> _ParsedList:
     participants: list[Participant] = []
     if not _SIMPLE_LIST.search(value):
         # Fast path for bare 'a@x, b@y' lists, the common form in exported archives.
-        for part in value.split(","):
-            participant, defect = _plain_participant(part.strip())
-            if participant is not None:
-                participants.append(participant)
-            elif defect:
-                defects.append(defect)
-        return tuple(participants), tuple(defects)
+        parsed = [_plain_participant(part.strip()) for part in value.split(",")]
+        plain = tuple(participant for participant, _ in parsed if participant is not None)
+        return plain, tuple(defect for _, defect in parsed if defect)
     for fragment in _join_unquoted_commas(_tokenize(value)):
         participant = _fragment_participant(fragment, defects)
         if participant is not None:
@@ -460,10 +477,13 @@ def _plain_participant(part: str) -> tuple[Participant | None, str | None]:
     """Parse one list entry without quotes, brackets or comments; return it or a defect."""
     if not part:
         return None, None
+    if " " not in part:
+        address = _bare_address(part)
+        if address is not None:
+            return _participant(address, None), None
     defects: list[str] = []
     participant = _fragment_participant([("text", part)], defects)
     return participant, (defects[0] if defects else None)
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -500,6 +520,9 @@ _ARCHIVE_FRAGMENT = re.compile(r'(?:"[^"]*"?|<[^>]*>?|[^,"<])+')
 
 def _split_archive_list(value: str) -> list[str]:
     """Split an X-To value at top-level commas, rejoining 'Surname' + 'Given <...>'."""
+    if '"' not in value and "<" not in value:
+        # Notes-style lists ('Ann Lee, Bo Chan') need neither the tokenizer nor rejoining.
+        return [part for part in (part.strip() for part in value.split(",")) if part]
     parts = [part.strip() for part in _ARCHIVE_FRAGMENT.findall(value)]
     parts = [part for part in parts if part]
     joined: list[str] = []
@@ -542,17 +565,18 @@ def _names_from_archive_list(
     fragments = _split_archive_list(value)
     if len(fragments) != len(participants):
         return participants
-    named: list[Participant] = []
-    for fragment, participant in zip(fragments, participants):
-        fragment_address = _archive_fragment_address(fragment)
+    # Comprehensions over the cached helpers keep lists of thousands of names cheap.
+    fragment_addresses = [_archive_fragment_address(fragment) for fragment in fragments]
+    for fragment_address, participant in zip(fragment_addresses, participants):
         if fragment_address is not None and fragment_address != participant.address:
             return participants
-        if participant.name is None:
-            name = clean_archive_name(fragment)
-            if name is not None:
-                participant = _participant(participant.address, name)
-        named.append(participant)
-    return tuple(named)
+    names = [clean_archive_name(fragment) for fragment in fragments]
+    return tuple(
+        _participant(participant.address, name)
+        if participant.name is None and name is not None
+        else participant
+        for participant, name in zip(participants, names)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -582,7 +606,21 @@ def mailbox_zone(name: str | None) -> tzinfo:
 _MONTHS = {
     name: number
     for number, name in enumerate(
-        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
+        (
+            "jan",
+            "feb",
+            "mar",
+            "apr",
+            "may",
+            "jun",
+            "jul",
+            "aug",
+            "sep",
+            "oct",
+            "nov",
+            "dec",
+        ),
+        1,
     )
 }
 # The RFC 5322 form nearly all mail uses: '[Day,] 14 May 2001 16:39[:00] -0700 [(PDT)]'.
@@ -601,7 +639,9 @@ def _parse_common_date(value: str) -> datetime | None:
     match = _COMMON_DATE.match(value)
     if match is None:
         return None
-    day, month_name, year, hour, minute, second, sign, offset_hours, offset_minutes = match.groups()
+    day, month_name, year, hour, minute, second, sign, offset_hours, offset_minutes = (
+        match.groups()
+    )
     month = _MONTHS.get(month_name.lower())
     if month is None:
         return None
@@ -622,14 +662,22 @@ def _parse_common_date(value: str) -> datetime | None:
         full_year += 1900 if full_year > 68 else 2000
     try:
         local = datetime(
-            full_year, month, int(day), int(hour), int(minute), int(second or 0), tzinfo=timezone.utc
+            full_year,
+            month,
+            int(day),
+            int(hour),
+            int(minute),
+            int(second or 0),
+            tzinfo=timezone.utc,
         )
         return local - offset
     except (ValueError, OverflowError):
         return None
 
 
-def parse_date(value: str, zone: tzinfo, now: datetime) -> tuple[datetime | None, str | None]:
+def parse_date(
+    value: str, zone: tzinfo, now: datetime
+) -> tuple[datetime | None, str | None]:
     """Parse an RFC 5322 date into aware UTC, or return None and the reason it was rejected.
 
     A date without an offset or with an unknown zone name is read in ``zone``. The '-0000'
@@ -641,10 +689,14 @@ def parse_date(value: str, zone: tzinfo, now: datetime) -> tuple[datetime | None
             parsed = parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError, OverflowError) as exc:
             # Python 3.11 raises TypeError for text it cannot split into date parts.
-            reason = str(exc) if isinstance(exc, ValueError) and str(exc) else "unparseable"
+            reason = (
+                str(exc) if isinstance(exc, ValueError) and str(exc) else "unparseable"
+            )
             return None, f"invalid date {value!r} ({reason})"
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc if _MINUS_ZERO.search(value) else zone)
+            parsed = parsed.replace(
+                tzinfo=timezone.utc if _MINUS_ZERO.search(value) else zone
+            )
         try:
             utc = parsed.astimezone(timezone.utc)
         except (OverflowError, ValueError) as exc:
@@ -654,7 +706,9 @@ def parse_date(value: str, zone: tzinfo, now: datetime) -> tuple[datetime | None
     return utc, None
 
 
-def _newest_received_time(values: list[str], zone: tzinfo, now: datetime) -> datetime | None:
+def _newest_received_time(
+    values: list[str], zone: tzinfo, now: datetime
+) -> datetime | None:
     newest: datetime | None = None
     for value in values:
         if ";" not in value:
@@ -771,7 +825,9 @@ def _field_text(fields: Mapping[str, list[str]], name: str) -> str:
     return (_first(fields, name) or "").strip().lower()
 
 
-def is_auto_reply(fields: Mapping[str, list[str]], subject: str | None, is_reply: bool) -> bool:
+def is_auto_reply(
+    fields: Mapping[str, list[str]], subject: str | None, is_reply: bool
+) -> bool:
     """Return True when the header fields or the subject mark an automatic reply.
 
     ``fields`` maps lower-case field names to their values. The signals are Auto-Submitted:
@@ -917,15 +973,25 @@ def parse_message(
         )
 
     sender = _sender(fields, defects)
-    to = parse_addresses(_joined(fields, "to"), defects, archive_value=_first(fields, "x-to"))
-    cc = parse_addresses(_joined(fields, "cc"), defects, archive_value=_first(fields, "x-cc"))
-    bcc = parse_addresses(_joined(fields, "bcc"), defects, archive_value=_first(fields, "x-bcc"))
+    to = parse_addresses(
+        _joined(fields, "to"), defects, archive_value=_first(fields, "x-to")
+    )
+    cc = parse_addresses(
+        _joined(fields, "cc"), defects, archive_value=_first(fields, "x-cc")
+    )
+    bcc = parse_addresses(
+        _joined(fields, "bcc"), defects, archive_value=_first(fields, "x-bcc")
+    )
     reply_to = parse_addresses(_joined(fields, "reply-to"), defects)
 
     sent_at, date_defect = _message_time(fields, zone, current_time)
 
     subject_value = _first(fields, "subject")
-    subject = " ".join(decode_words(subject_value).split()) if subject_value is not None else None
+    subject = (
+        " ".join(decode_words(subject_value).split())
+        if subject_value is not None
+        else None
+    )
     in_reply_to = _single_id(_first(fields, "in-reply-to"))
     references = _message_ids(_joined(fields, "references"))
 
@@ -934,7 +1000,9 @@ def parse_message(
     author = _list_author(sender, reply_to, cc, to) if is_list_post else None
 
     is_reply = in_reply_to is not None or bool(references)
-    reason = bulk_reason(fields, sender, len(to) + len(cc) + len(bcc), bulk_recipient_threshold)
+    reason = bulk_reason(
+        fields, sender, len(to) + len(cc) + len(bcc), bulk_recipient_threshold
+    )
 
     return MailItem(
         source_ref=source_ref,

@@ -1,0 +1,562 @@
+"""A mail source that reads messages from files: Maildir, mbox, .eml and RFC 822 file trees.
+
+Accepted layouts, found by walking the given path:
+
+- a Maildir (``cur/`` and ``new/``) with Maildir++ subfolders such as ``.Sent``;
+- a directory tree of one-message files, such as the CMU Enron layout ``owner/folder/N.``;
+- mbox files (``*.mbox``, ``*.mbx`` or any file that starts with a ``From`` envelope line);
+- a single .eml file, or a single mbox file.
+
+Every directory that holds message files is one folder; every mbox file is one folder of its
+own. Hidden files and directories are ignored, except Maildir++ subfolders.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterable, Iterator, Literal
+
+from bot.errors import InputError, SyncStateExpired
+from bot.mail.headers import (
+    DEFAULT_BULK_RECIPIENT_THRESHOLD,
+    NotAMessage,
+    mailbox_zone,
+    parse_message,
+)
+from bot.mail.source import FolderRef
+from bot.mail.types import Batch, FolderRole, MailItem, SkippedItem
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 500
+DEFAULT_MAX_MESSAGE_BYTES = 100 * 1024 * 1024
+
+# Sent folder names after _normalise_folder_name, in the languages mail clients localise to.
+SENT_FOLDER_NAMES = frozenset(
+    (
+        "sent",
+        "sent items",
+        "sent mail",
+        "sent messages",
+        "sentmail",
+        "gesendet",
+        "gesendete elemente",
+        "gesendete objekte",
+        "gesendete nachrichten",
+        "éléments envoyés",
+        "elements envoyes",
+        "messages envoyés",
+        "envoyés",
+        "enviados",
+        "elementos enviados",
+        "mensajes enviados",
+        "itens enviados",
+        "mensagens enviadas",
+        "posta inviata",
+        "elementi inviati",
+        "inviati",
+        "verzonden items",
+        "verzonden",
+        "skickat",
+        "skickade objekt",
+        "sendt",
+        "sendte elementer",
+        "lähetetyt",
+        "lähetetyt viestit",
+        "wysłane",
+        "elementy wysłane",
+        "odeslaná pošta",
+        "odeslané",
+        "отправленные",
+        "送信済みアイテム",
+        "已发送",
+        "已发送邮件",
+        "寄件備份",
+    )
+)
+INBOX_FOLDER_NAMES = frozenset(
+    (
+        "inbox",
+        "posteingang",
+        "boîte de réception",
+        "bandeja de entrada",
+        "caixa de entrada",
+        "posta in arrivo",
+        "postvak in",
+        "inkorgen",
+        "innboks",
+        "saapuneet",
+        "odebrane",
+        "doručená pošta",
+        "входящие",
+    )
+)
+
+_MBOX_SUFFIXES = frozenset((".mbox", ".mbx"))
+# Names that are always one message per file: .eml exports and the numbered files of MH
+# folders and the CMU Enron tree ('17', '17.'). Other files are opened to look for an mbox.
+_MESSAGE_SUFFIXES = frozenset((".eml", ".msg"))
+_NUMBERED_FILE = re.compile(r"^[0-9]+\.?$")
+_DIGITS = re.compile(r"([0-9]+)")
+
+
+
+def _normalise_folder_name(name: str) -> str:
+    name = (
+        unicodedata.normalize("NFC", name)
+        .casefold()
+        .replace("_", " ")
+        .replace("-", " ")
+    )
+    return " ".join(name.split())
+
+
+def folder_role(name: str) -> FolderRole:
+    """Return the role of a folder from its name or relative path.
+
+    The last path component decides ('[Gmail]/Sent Mail', 'allen-p/_sent_mail'). A Maildir++
+    name ('.Sent', '.INBOX.Sent Items') counts by its last dot-separated part.
+    """
+    components = [part for part in re.split(r"[/\\]", name) if part]
+    if not components:
+        return FolderRole.OTHER
+    last = components[-1]
+    if last.startswith("."):
+        last = last.rsplit(".", 1)[1]
+    normalised = _normalise_folder_name(last)
+    if normalised in SENT_FOLDER_NAMES:
+        return FolderRole.SENT
+    if normalised in INBOX_FOLDER_NAMES:
+        return FolderRole.INBOX
+    return FolderRole.OTHER
+
+
+def natural_key(name: str) -> tuple[tuple[int, int, str], ...]:
+    """Return a sort key that orders digit runs by value, so '10.' sorts after '9.'."""
+    key: list[tuple[int, int, str]] = []
+    for index, part in enumerate(_DIGITS.split(name)):
+        if index % 2:
+            key.append((0, int(part), part))
+        elif part:
+            key.append((1, 0, part))
+    return tuple(key)
+
+
+def _maildir_unique_name(file_name: str) -> str:
+    """Return the part of a Maildir file name that survives flag changes ('123.host:2,S')."""
+    return file_name.split(":", 1)[0]
+
+
+def _is_maildir(path: Path) -> bool:
+    return (path / "cur").is_dir() and (path / "new").is_dir()
+
+
+def _looks_like_mbox(path: str) -> bool:
+    """Return True for an mbox file: by suffix, or by a 'From ' line at its start."""
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix in _MBOX_SUFFIXES:
+        return True
+    if suffix in _MESSAGE_SUFFIXES or _NUMBERED_FILE.match(os.path.basename(path)):
+        return False
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(5) == b"From "
+    except OSError:
+        return False  # read() reports the file as unreadable
+
+
+@dataclass(frozen=True)
+class _Folder:
+    ref: FolderRef
+    layout: Literal["files", "maildir", "mbox", "single"]
+    path: Path
+
+
+@dataclass(frozen=True)
+class _MessageFile:
+    """A one-message file: its cursor position (the name, or a Maildir unique name), its
+    reference relative to the source root and its path."""
+
+    position: str
+    source_ref: str
+    path: str
+
+
+@dataclass
+class _Entry:
+    """One message position of a folder: the cursor after it, its reference and its bytes."""
+
+    cursor: str
+    source_ref: str
+    raw: bytes | None = None
+    skipped: SkippedItem | None = None
+
+
+class FilesSource:
+    """Reads a Maildir, an mbox, an .eml file or a tree of message files, folder by folder.
+
+    Cursors: for file folders, the name of the last file read (Maildir: its unique part before
+    ':'). Files are read in natural name order, so a later run reads only names that sort
+    after the cursor. For mbox files the cursor is the number of messages read; an mbox that
+    now holds fewer messages raises SyncStateExpired, and the importer then reads it again.
+    """
+
+    kind = "files"
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        mailbox_tz: str | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        bulk_recipient_threshold: int = DEFAULT_BULK_RECIPIENT_THRESHOLD,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise InputError(
+                f"mail path {self.path} does not exist; give a Maildir, an mbox file, "
+                "an .eml file or a folder of message files"
+            )
+        if batch_size < 1:
+            raise InputError(f"batch size {batch_size} is invalid; use 1 or more")
+        mailbox_zone(
+            mailbox_tz
+        )  # raises ConfigError now rather than on the first message
+        self.mailbox_tz = mailbox_tz
+        self.batch_size = batch_size
+        self.bulk_recipient_threshold = bulk_recipient_threshold
+        self.max_message_bytes = max_message_bytes
+        self.skip_counts: Counter[str] = Counter()
+        self._folders: dict[str, _Folder] | None = None
+
+    # --- Folders ------------------------------------------------------------------------
+
+    def folders(self) -> list[FolderRef]:
+        self._folders = {folder.ref.key: folder for folder in self._scan()}
+        return [folder.ref for folder in self._folders.values()]
+
+    def _scan(self) -> list[_Folder]:
+        root = self.path
+        if root.is_file():
+            if _looks_like_mbox(str(root)):
+                role = folder_role(root.stem)
+                ref = FolderRef(key=root.name, name=root.stem, role=role)
+                return [_Folder(ref, "mbox", root)]
+            ref = FolderRef(key=root.name, name=root.stem, role=FolderRole.OTHER)
+            return [_Folder(ref, "single", root)]
+        found: list[_Folder] = []
+        pending = [(root, ".")]
+        while pending:
+            directory, relative = pending.pop()
+            found.extend(self._scan_directory(directory, relative, pending))
+        return sorted(found, key=lambda folder: natural_key(folder.ref.key))
+
+    def _scan_directory(
+        self, directory: Path, relative: str, pending: list[tuple[Path, str]]
+    ) -> list[_Folder]:
+        """Return the folders of one directory and queue its subdirectories in ``pending``.
+
+        Only regular files count, so a FIFO or device file is never opened.
+        """
+        entries = self._list_directory(directory)
+        subdirectories = sorted(
+            entry.name for entry in entries if entry.is_dir(follow_symlinks=False)
+        )
+        prefix = "" if relative == "." else relative + "/"
+        if "cur" in subdirectories and "new" in subdirectories:
+            # Below a Maildir only Maildir++ subfolders hold mail; cur/ and new/ are read
+            # as the folder itself.
+            for name in subdirectories:
+                if name not in ("cur", "new", "tmp") and _is_maildir(directory / name):
+                    pending.append((directory / name, prefix + name))
+            return [self._maildir_folder(directory, relative)]
+        for name in subdirectories:
+            if not name.startswith(".") or _is_maildir(directory / name):
+                pending.append((directory / name, prefix + name))
+        found: list[_Folder] = []
+        has_messages = False
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.is_file():
+                continue
+            if not _looks_like_mbox(entry.path):
+                has_messages = True
+                continue
+            key = prefix + entry.name
+            suffix = os.path.splitext(entry.name)[1]
+            name = key[: -len(suffix)] if suffix.lower() in _MBOX_SUFFIXES else key
+            ref = FolderRef(key=key, name=name, role=folder_role(name))
+            found.append(_Folder(ref, "mbox", directory / entry.name))
+        if has_messages:
+            name = self.path.name if relative == "." else relative
+            ref = FolderRef(key=relative, name=name, role=folder_role(name))
+            found.append(_Folder(ref, "files", directory))
+        return found
+
+    def _maildir_folder(self, path: Path, relative: str) -> _Folder:
+        if relative == ".":
+            return _Folder(
+                FolderRef(key=".", name="INBOX", role=FolderRole.INBOX), "maildir", path
+            )
+        parent, _, leaf = relative.rpartition("/")
+        display = leaf.lstrip(".").replace(".", "/") if leaf.startswith(".") else leaf
+        name = f"{parent}/{display}" if parent else display
+        return _Folder(
+            FolderRef(key=relative, name=name, role=folder_role(leaf)), "maildir", path
+        )
+
+    def _folder(self, ref: FolderRef) -> _Folder:
+        if self._folders is None or ref.key not in self._folders:
+            self._folders = {folder.ref.key: folder for folder in self._scan()}
+        folder = self._folders.get(ref.key)
+        if folder is None:
+            raise InputError(
+                f"folder {ref.key!r} is not under {self.path}; list the folders again "
+                "with folders() and use one of their keys"
+            )
+        return folder
+
+    # --- Reading ------------------------------------------------------------------------
+
+    def read(self, folder: FolderRef, cursor: str | None) -> Iterator[Batch]:
+        """Yield batches of the messages after ``cursor``; the last one has complete=True."""
+        spec = self._folder(folder)
+        if spec.layout == "mbox":
+            entries = self._mbox_entries(spec, cursor)
+        elif spec.layout == "single":
+            single = _MessageFile(spec.path.name, spec.path.name, str(spec.path))
+            entries = self._file_entries([single], cursor)
+        elif spec.layout == "maildir":
+            entries = self._file_entries(self._maildir_files(spec), cursor)
+        else:
+            entries = self._file_entries(self._message_files(spec), cursor)
+        yield from self._batches(spec, entries, cursor)
+
+    def _ref_prefix(self, spec: _Folder) -> str:
+        return "" if spec.ref.key == "." else spec.ref.key + "/"
+
+    def _message_files(self, spec: _Folder) -> list[_MessageFile]:
+        """List the one-message files of a folder: not hidden, not an mbox the scan found."""
+        mbox_paths = {
+            str(folder.path)
+            for folder in (self._folders or {}).values()
+            if folder.layout == "mbox"
+        }
+        prefix = self._ref_prefix(spec)
+        files: list[_MessageFile] = []
+        for entry in self._list_directory(spec.path):
+            if entry.name.startswith(".") or entry.path in mbox_paths:
+                continue
+            if not entry.is_file():
+                continue
+            files.append(_MessageFile(entry.name, prefix + entry.name, entry.path))
+        return files
+
+    def _maildir_files(self, spec: _Folder) -> list[_MessageFile]:
+        """List cur/ and new/ by unique name, so a message moved to cur/ counts once."""
+        prefix = self._ref_prefix(spec)
+        by_unique: dict[str, _MessageFile] = {}
+        for subdirectory in ("new", "cur"):
+            for entry in self._list_directory(spec.path / subdirectory):
+                if entry.name.startswith(".") or not entry.is_file():
+                    continue
+                unique = _maildir_unique_name(entry.name)
+                source_ref = f"{prefix}{subdirectory}/{entry.name}"
+                by_unique[unique] = _MessageFile(unique, source_ref, entry.path)
+        return list(by_unique.values())
+
+    def _list_directory(self, path: Path) -> list[os.DirEntry[str]]:
+        try:
+            with os.scandir(path) as entries:
+                return list(entries)
+        except OSError as exc:
+            self.skip_counts["unreadable-folder"] += 1
+            log.warning(
+                "skipped folder %s: %s; check its permissions",
+                path,
+                exc.strerror or exc,
+            )
+            return []
+
+    def _file_entries(
+        self, files: list[_MessageFile], cursor: str | None
+    ) -> Iterator[_Entry]:
+        keyed = sorted((natural_key(file.position), file.position, file) for file in files)
+        if cursor:
+            after = (natural_key(cursor), cursor)
+            keyed = [item for item in keyed if (item[0], item[1]) > after]
+        for _, _, file in keyed:
+            yield self._read_file(file)
+
+    def _read_file(self, file: _MessageFile) -> _Entry:
+        try:
+            raw = _read_bytes(file.path, self.max_message_bytes)
+        except OSError as exc:
+            detail = exc.strerror or str(exc)
+            skipped = self._skip(file.source_ref, "unreadable", detail)
+            return _Entry(file.position, file.source_ref, skipped=skipped)
+        if raw is None:
+            detail = f"over the {self.max_message_bytes}-byte limit"
+            skipped = self._skip(file.source_ref, "too-large", detail)
+            return _Entry(file.position, file.source_ref, skipped=skipped)
+        return _Entry(file.position, file.source_ref, raw=raw)
+
+    def _mbox_entries(self, spec: _Folder, cursor: str | None) -> Iterator[_Entry]:
+        done = 0
+        if cursor:
+            if not cursor.isdigit():
+                raise SyncStateExpired(
+                    f"cursor {cursor!r} of mbox {spec.ref.key} is not a message count; "
+                    "the folder is read again from the start"
+                )
+            done = int(cursor)
+        base_ref = spec.ref.key
+        try:
+            handle = spec.path.open("rb")
+        except OSError as exc:
+            yield _Entry(
+                cursor or "0",
+                base_ref,
+                skipped=self._skip(base_ref, "unreadable", exc.strerror or str(exc)),
+            )
+            return
+        number = 0
+        with handle:
+            for raw in _mbox_messages(handle):
+                number += 1
+                if number <= done:
+                    continue
+                source_ref = f"{base_ref}#{number}"
+                if len(raw) > self.max_message_bytes:
+                    detail = f"larger than the {self.max_message_bytes}-byte limit"
+                    yield _Entry(
+                        str(number),
+                        source_ref,
+                        skipped=self._skip(source_ref, "too-large", detail),
+                    )
+                    continue
+                yield _Entry(str(number), source_ref, raw=raw)
+        if number < done:
+            raise SyncStateExpired(
+                f"mbox {spec.ref.key} holds {number} messages but the cursor says {done} were "
+                "read; the file was rewritten, so it is read again from the start"
+            )
+
+    def _batches(
+        self, spec: _Folder, entries: Iterable[_Entry], cursor: str | None
+    ) -> Iterator[Batch]:
+        role = spec.ref.role
+        batch = Batch(
+            folder_key=spec.ref.key, folder_role=role, items=[], cursor=cursor
+        )
+        size = 0
+        for entry in entries:
+            if size == self.batch_size:
+                # Another entry exists, so this batch is not the folder's last.
+                yield batch
+                batch = Batch(
+                    folder_key=spec.ref.key,
+                    folder_role=role,
+                    items=[],
+                    cursor=batch.cursor,
+                )
+                size = 0
+            if entry.skipped is not None:
+                batch.skipped.append(entry.skipped)
+            elif entry.raw is not None:
+                parsed = self._parse(entry, spec)
+                if isinstance(parsed, MailItem):
+                    batch.items.append(parsed)
+                else:
+                    batch.skipped.append(parsed)
+            batch.cursor = entry.cursor
+            size += 1
+        batch.complete = True
+        yield batch
+
+    def _parse(self, entry: _Entry, spec: _Folder) -> MailItem | SkippedItem:
+        raw = entry.raw or b""
+        if not raw or raw.isspace():
+            return self._skip(entry.source_ref, "not-a-message", "empty file")
+        try:
+            return parse_message(
+                raw,
+                source_ref=entry.source_ref,
+                folder=spec.ref.key,
+                folder_role=spec.ref.role,
+                mailbox_tz=self.mailbox_tz,
+                bulk_recipient_threshold=self.bulk_recipient_threshold,
+            )
+        except NotAMessage:
+            return self._skip(
+                entry.source_ref, "not-a-message", "no mail header fields"
+            )
+        except Exception as exc:  # noqa: BLE001 - one bad message must not stop an import
+            log.exception("parsing %s failed", entry.source_ref)
+            return self._skip(
+                entry.source_ref, "parse-error", f"{type(exc).__name__}: {exc}"
+            )
+
+    def _skip(self, source_ref: str, reason: str, detail: str) -> SkippedItem:
+        self.skip_counts[reason] += 1
+        log.warning(
+            "skipped %s under %s: %s (%s)", source_ref, self.path, reason, detail
+        )
+        return SkippedItem(source_ref=source_ref, reason=reason, detail=detail)
+
+
+def _read_bytes(path: str, limit: int) -> bytes | None:
+    """Return the content of a file, or None when it is larger than ``limit`` bytes.
+
+    Plain os calls cost less than a buffered file object, which matters per message.
+    """
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(descriptor).st_size
+        if size > limit:
+            return None
+        data = os.read(descriptor, size + 1)
+        if len(data) <= size:
+            return data
+        # The file grew after fstat(): read the rest, still bounded by the limit.
+        chunks = [data]
+        total = len(data)
+        while chunk := os.read(descriptor, 1 << 20):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                return None
+        return b"".join(chunks)
+    finally:
+        os.close(descriptor)
+
+
+def _mbox_messages(handle: BinaryIO) -> Iterator[bytes]:
+    """Split an mbox stream into raw messages without their 'From ' envelope lines.
+
+    A message starts at a line beginning 'From ' that opens the file or follows a blank line,
+    so an unescaped 'From ' inside a paragraph stays in the body. mboxrd quoting ('>From ')
+    is undone. Text before the first envelope line counts as a message when it is not blank.
+    """
+    lines: list[bytes] = []
+    started = False
+    previous_blank = True
+    for line in handle:
+        if previous_blank and line.startswith(b"From "):
+            if started or any(part.strip() for part in lines):
+                yield b"".join(lines)
+            lines = []
+            started = True
+        elif line.startswith(b">") and line.lstrip(b">").startswith(b"From "):
+            lines.append(line[1:])
+        else:
+            lines.append(line)
+        previous_blank = line in (b"\n", b"\r\n")
+    if started or any(part.strip() for part in lines):
+        yield b"".join(lines)
