@@ -442,6 +442,10 @@ def schedule_syncs(scheduler: Any, engine: Engine, settings: Settings, interval_
     """
     if interval_minutes < 1:
         raise ConfigError(f"sync interval {interval_minutes} is invalid; give 1 minute or more")
+    # replace_existing applies only once a scheduler has started; remove a pending job too.
+    if scheduler.get_job(SYNC_JOB_ID) is not None:
+        scheduler.remove_job(SYNC_JOB_ID)
+    log.info("scheduling the mail sync every %d minutes", interval_minutes)
     return scheduler.add_job(
         sync_all,
         trigger="interval",
