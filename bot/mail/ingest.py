@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Iterable
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -171,21 +171,27 @@ def machine_sender(address: str) -> bool:
 
 
 class AddressBook:
-    """In-memory map of a team's addresses to their ids, creating rows as they appear."""
+    """In-memory map of a team's addresses to their ids, creating rows in bulk as they appear.
+
+    New ids are held as pending until the caller's transaction commits, so a retried
+    transaction never sees ids that were rolled back.
+    """
 
     def __init__(self, session: Session, team_id: str, policy: DomainPolicy, fold_plus: bool):
         self.team_id = team_id
         self.policy = policy
         self.fold_plus = fold_plus
         self.ids: dict[str, int] = {}
-        self.names: dict[str, str | None] = {}
+        self.named: set[str] = set()
         self.lists: set[str] = set()
+        self._pending: tuple[dict[str, int], set[str], set[str]] = ({}, set(), set())
         rows = session.execute(
             select(Address.address, Address.id, Address.display_name, Address.kind).where(Address.team_id == team_id)
         ).all()
         for address, address_id, name, kind in rows:
             self.ids[address] = address_id
-            self.names[address] = name
+            if name:
+                self.named.add(address)
             if kind == "list":
                 self.lists.add(address)
 
@@ -194,53 +200,103 @@ class AddressBook:
             return None
         return normalize_address(participant.address, fold_plus=self.fold_plus)
 
-    def ensure(self, session: Session, address: str, name: str | None, kind: str | None = None) -> int:
-        """Return the id of an address, creating it with a new person when it is new."""
-        known = self.ids.get(address)
-        if known is not None and kind == "list" and address not in self.lists:
-            session.execute(update(Address).where(Address.id == known).values(kind="list"))
-            session.execute(
-                update(Person)
-                .where(Person.id == select(Address.person_id).where(Address.id == known).scalar_subquery())
-                .values(kind="list", display_name=name)
-            )
-            self.lists.add(address)
-            return known
-        if known is not None:
-            if name and not self.names.get(address):
-                session.execute(update(Address).where(Address.id == known).values(display_name=name))
-                self.names[address] = name
-            return known
-        info = self.policy.classify(address)
-        if kind is None:
-            kind = address_kind(address)
-            if kind in ("person", "role") and machine_sender(address):
-                kind = "noreply"
-        else:
-            self.lists.add(address)
-        now = utcnow()
-        person_id = session.execute(
-            insert(Person).values(
-                team_id=self.team_id,
-                display_name=name,
-                kind="person" if kind == "person" else kind,
-                created_at=now,
-            )
-        ).inserted_primary_key[0]
-        address_id = session.execute(
-            insert(Address).values(
-                team_id=self.team_id,
-                address=address,
-                domain=info.domain,
-                display_name=name,
-                person_id=person_id,
-                is_freemail=info.is_freemail,
-                kind=kind,
-            )
-        ).inserted_primary_key[0]
-        self.ids[address] = address_id
-        self.names[address] = name
-        return address_id
+    def resolve(self, connection, wanted: dict[str, tuple[str | None, str | None]]) -> dict[str, int]:  # type: ignore[no-untyped-def]
+        """Return ids for addresses, given as address -> (display name, kind or None).
+
+        Unknown addresses get a new person each; known ones get their missing display name,
+        and a list address seen for the first time as a list is marked as one.
+        """
+        result: dict[str, int] = {}
+        new: list[tuple[str, str | None, str]] = []
+        named: list[dict] = []
+        listed: list[dict] = []
+        for address, (name, kind) in wanted.items():
+            known = self.ids.get(address)
+            if known is None:
+                if kind is None:
+                    kind = address_kind(address)
+                    if kind in ("person", "role") and machine_sender(address):
+                        kind = "noreply"
+                new.append((address, name, kind))
+                continue
+            result[address] = known
+            if kind == "list" and address not in self.lists:
+                listed.append({"b_id": known, "b_name": name})
+            elif name and address not in self.named:
+                named.append({"b_id": known, "b_name": name})
+        pending_ids: dict[str, int] = {}
+        if new:
+            now = utcnow()
+            person_table = Person.__table__
+            person_ids = connection.execute(
+                person_table.insert().returning(person_table.c.id, sort_by_parameter_order=True),
+                [
+                    {"team_id": self.team_id, "display_name": name, "kind": kind, "created_at": now}
+                    for _, name, kind in new
+                ],
+            ).scalars().all()
+            address_rows = []
+            for (address, name, kind), person_id in zip(new, person_ids):
+                info = self.policy.classify(address)
+                address_rows.append(
+                    {
+                        "team_id": self.team_id,
+                        "address": address,
+                        "domain": info.domain,
+                        "display_name": name,
+                        "person_id": person_id,
+                        "is_freemail": info.is_freemail,
+                        "kind": kind,
+                    }
+                )
+            address_table = Address.__table__
+            address_ids = connection.execute(
+                address_table.insert().returning(address_table.c.id, sort_by_parameter_order=True), address_rows
+            ).scalars().all()
+            for (address, _, _), address_id in zip(new, address_ids):
+                pending_ids[address] = address_id
+                result[address] = address_id
+        if named or listed:
+            address_table = Address.__table__
+            person_table = Person.__table__
+            if named:
+                connection.execute(
+                    address_table.update().where(address_table.c.id == bindparam("b_id")).values(display_name=bindparam("b_name")),
+                    named,
+                )
+            if listed:
+                connection.execute(
+                    address_table.update().where(address_table.c.id == bindparam("b_id")).values(kind="list"), listed
+                )
+                connection.execute(
+                    person_table.update()
+                    .where(
+                        person_table.c.id
+                        == select(address_table.c.person_id).where(address_table.c.id == bindparam("b_id")).scalar_subquery()
+                    )
+                    .values(kind="list", display_name=bindparam("b_name")),
+                    listed,
+                )
+        self._pending = (
+            pending_ids,
+            {a for a, (n, _) in wanted.items() if n},
+            {a for a, (_, k) in wanted.items() if k == "list"},
+        )
+        return result
+
+    def commit(self) -> None:
+        ids, named, lists = self._pending
+        self.ids.update(ids)
+        self.named |= named
+        self.lists |= lists
+        self._pending = ({}, set(), set())
+
+
+@dataclass
+class _Prepared:
+    row: dict
+    sender: str | None
+    participants: list[tuple[str, str]]  # (address, role)
 
 
 class Importer:
@@ -278,50 +334,70 @@ class Importer:
     def _store_batch(self, batch: Batch, summary: ImportSummary) -> None:
         added_fingerprints: set[str] = set()
         added_ids: set[str] = set()
-        counts = Counter()
+        counts: Counter = Counter()
+        prepared: list[_Prepared] = []
+        wanted: dict[str, tuple[str | None, str | None]] = {}
+        duplicate_fingerprints: list[str] = []
+        for item in batch.items:
+            counts["read"] += 1
+            if item.sent_at is None:
+                counts["skip:missing-date"] += 1
+                log.warning("skipped %s: no valid Date or Received header", item.source_ref)
+                continue
+            entry = self._prepare(item, wanted)
+            if entry is None:
+                counts["skip:no-participants"] += 1
+                log.warning("skipped %s: no sender and no recipient with an address", item.source_ref)
+                continue
+            mid = entry.row["internet_message_id"]
+            fp = entry.row["fingerprint"]
+            if fp in self.fingerprints or fp in added_fingerprints or (
+                mid and (mid in self.message_ids or mid in added_ids)
+            ):
+                counts["duplicates"] += 1
+                duplicate_fingerprints.append(fp)
+                continue
+            added_fingerprints.add(fp)
+            if mid:
+                added_ids.add(mid)
+            prepared.append(entry)
+            counts["stored"] += 1
+        for skipped in batch.skipped:
+            counts["skip:" + skipped.reason] += 1
+
         with Session(self.engine) as session:
-            participants: list[dict] = []
-            duplicate_fingerprints: list[str] = []
-            for item in batch.items:
-                counts["read"] += 1
-                if item.sent_at is None:
-                    counts["skip:missing-date"] += 1
-                    log.warning("skipped %s: no valid Date or Received header", item.source_ref)
-                    continue
-                row, roles = self._prepare(session, item)
-                if row is None:
-                    counts["skip:no-participants"] += 1
-                    continue
-                mid = row["internet_message_id"]
-                fp = row["fingerprint"]
-                if fp in self.fingerprints or fp in added_fingerprints or (
-                    mid and (mid in self.message_ids or mid in added_ids)
-                ):
-                    counts["duplicates"] += 1
-                    duplicate_fingerprints.append(fp)
-                    continue
-                message_id = session.execute(insert(Message).values(**row)).inserted_primary_key[0]
-                added_fingerprints.add(fp)
-                if mid:
-                    added_ids.add(mid)
-                for address_id, role in roles:
-                    participants.append({"message_id": message_id, "address_id": address_id, "role": role})
-                counts["stored"] += 1
-            if participants:
-                session.execute(insert(MessageParticipant), participants)
-            for fp in duplicate_fingerprints:
-                if fp in self.fingerprints or fp in added_fingerprints:
-                    session.execute(
-                        update(Message)
-                        .where(Message.mailbox_id == self.mailbox.id, Message.fingerprint == fp)
-                        .values(copies=Message.copies + 1)
-                    )
-            for skipped in batch.skipped:
-                counts["skip:" + skipped.reason] += 1
+            connection = session.connection()
+            ids = self.book.resolve(connection, wanted) if wanted else {}
+            rows = []
+            for entry in prepared:
+                entry.row["from_address_id"] = ids[entry.sender] if entry.sender else None
+                rows.append(entry.row)
+            if rows:
+                message_table = Message.__table__
+                message_ids = connection.execute(
+                    message_table.insert().returning(message_table.c.id, sort_by_parameter_order=True), rows
+                ).scalars().all()
+                participant_rows = [
+                    {"message_id": message_id, "address_id": ids[address], "role": role}
+                    for entry, message_id in zip(prepared, message_ids)
+                    for address, role in entry.participants
+                ]
+                if participant_rows:
+                    connection.execute(MessageParticipant.__table__.insert(), participant_rows)
+            copies = [{"b_fp": fp} for fp in duplicate_fingerprints if fp in self.fingerprints or fp in added_fingerprints]
+            if copies:
+                message_table = Message.__table__
+                connection.execute(
+                    message_table.update()
+                    .where(message_table.c.mailbox_id == self.mailbox.id, message_table.c.fingerprint == bindparam("b_fp"))
+                    .values(copies=message_table.c.copies + 1),
+                    copies,
+                )
             self._save_cursor(session, batch, counts["stored"])
             session.commit()
         # Only after the commit do the caches and the summary learn about the batch, so a
         # retried transaction starts from the same state.
+        self.book.commit()
         self.fingerprints |= added_fingerprints
         self.message_ids |= added_ids
         summary.read += counts["read"] + len(batch.skipped)
@@ -331,13 +407,15 @@ class Importer:
             if key.startswith("skip:"):
                 summary.skipped[key[5:]] += value
 
-    def _prepare(self, session: Session, item: MailItem) -> tuple[dict | None, list[tuple[int, str]]]:
+    def _prepare(self, item: MailItem, wanted: dict[str, tuple[str | None, str | None]]) -> _Prepared | None:
+        """Build the message row and its participants; add the addresses it needs to ``wanted``."""
         book = self.book
         sender_participant = item.sender
         sender = book.normalize(sender_participant)
-        roles: list[tuple[int, str]] = []
+        participants: list[tuple[str, str]] = []
         recipient_addresses: list[str] = []
         seen: set[tuple[str, str]] = set()
+        needed: list[tuple[str, str | None, str | None]] = []
         for role, people in (("to", item.to), ("cc", item.cc), ("bcc", item.bcc)):
             for participant in people:
                 address = book.normalize(participant)
@@ -345,22 +423,27 @@ class Importer:
                     continue
                 seen.add((address, role))
                 recipient_addresses.append(address)
-                roles.append((book.ensure(session, address, participant.name), role))
+                participants.append((address, role))
+                needed.append((address, participant.name, None))
         if sender is None and not recipient_addresses:
-            return None, []
+            return None
         author = book.normalize(item.author)
         if author is not None and author != sender:
             # A list rewrote From: the message is the author's, and the list address is
             # kept as a list, never as a person.
             if sender is not None:
-                list_name = _list_name(sender_participant, item.list_id)
-                list_id = book.ensure(session, sender, list_name, kind="list")
-                roles.append((list_id, "list"))
+                needed.append((sender, _list_name(sender_participant, item.list_id), "list"))
+                participants.append((sender, "list"))
             sender, sender_participant = author, item.author
-        from_id = None
         if sender is not None:
-            from_id = book.ensure(session, sender, sender_participant.name if sender_participant else None)
-            roles.append((from_id, "from"))
+            needed.append((sender, sender_participant.name if sender_participant else None, None))
+            participants.append((sender, "from"))
+        for address, name, kind in needed:
+            current = wanted.get(address)
+            if current is None:
+                wanted[address] = (name, kind)
+            else:
+                wanted[address] = (current[0] or name, current[1] or kind)
         parent = item.in_reply_to or (item.references[-1] if item.references else None)
         row = {
             "team_id": self.mailbox.team_id,
@@ -375,7 +458,7 @@ class Importer:
             "direction": "other",
             "sent_at": item.sent_at,
             "date_defect": (item.date_defect or None) and item.date_defect[:500],
-            "from_address_id": from_id,
+            "from_address_id": None,
             "thread_key": "",
             "subject": (item.subject or None) if self.store_subjects else None,
             "recipient_count": len(recipient_addresses),
@@ -384,7 +467,7 @@ class Importer:
             "is_reply": False,
             "copies": 1,
         }
-        return row, roles
+        return _Prepared(row, sender, participants)
 
     def _save_cursor(self, session: Session, batch: Batch, stored: int) -> None:
         state = session.execute(

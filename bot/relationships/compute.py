@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 ALIAS_MIN_SHARE = 0.05
 ALIAS_MIN_MESSAGES = 3
 CONTACT_KINDS = {"person", "role"}
+NEWEST_IGNORED_SHARE = 0.005
 
 
 @dataclass
@@ -93,18 +94,23 @@ class PersonStats:
 def reference_time(engine: Engine, mailbox: Mailbox, now: datetime | None) -> datetime:
     """Return the time strength is computed at.
 
-    An explicit ``now`` wins. A mailbox read from files is scored as of its newest message, so
-    an archive is shown as it was on its last day; a synced mailbox is scored as of today.
+    An explicit ``now`` wins. A mailbox read from files is scored as of its newest message
+    (ignoring the newest 0.5%), so an archive is shown as it was on its last day; a synced
+    mailbox is scored as of today.
     """
     if now is not None:
         return as_utc(now)
     if mailbox.source_kind == "files":
         with Session(engine) as session:
-            newest = session.execute(
-                select(func.max(Message.sent_at)).where(Message.mailbox_id == mailbox.id, Message.sent_at <= utcnow())
-            ).scalar()
-        if newest is not None:
-            return as_utc(newest)
+            times = session.execute(
+                select(Message.sent_at)
+                .where(Message.mailbox_id == mailbox.id, Message.sent_at <= utcnow())
+                .order_by(Message.sent_at)
+            ).scalars().all()
+        if times:
+            # The newest 0.5% are left out: archives carry a few messages from broken clocks
+            # dated years after the rest.
+            return as_utc(times[len(times) - 1 - int(NEWEST_IGNORED_SHARE * len(times))])
     return utcnow()
 
 
