@@ -3,7 +3,7 @@
 Starts a fake Slack Web API on loopback in this process and the real Bolt app
 behind the real HTTP server in a child process, sends N signed `/crm` commands
 at once, and prints the acknowledgement latency (p50, p99, max) and the time
-until every answer reached its response_url. Slack allows 3 seconds per ack.
+until every reply reached its response_url. Slack allows 3 seconds per ack.
 
     python bench/slack_ack_bench.py                       # /crm help on an empty database
     python bench/slack_ack_bench.py --maildir /tmp/enron/maildir/badeer-r \

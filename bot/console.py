@@ -86,7 +86,7 @@ def to_plain(text: str) -> str:
 
 
 class Console:
-    """Runs command lines for one mailbox owner and keeps the buttons of the last answer."""
+    """Runs command lines for one mailbox owner and keeps the buttons of the last reply."""
 
     def __init__(self, commands: Commands, caller: Caller) -> None:
         self.commands = commands
@@ -139,7 +139,7 @@ def open_console(
 
 
 def repl(console: Console, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
-    """Read lines until `quit` or end of input, printing each answer."""
+    """Read lines until `quit` or end of input, and print the reply to each."""
     print(CONSOLE_HELP, file=stdout)
     while True:
         stdout.write(PROMPT)

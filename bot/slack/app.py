@@ -27,8 +27,8 @@ Mode = Literal["http", "socket"]
 
 SLACK_API_URL = "https://slack.com/api/"
 WEB_API_TIMEOUT_SECONDS = 15
-# Bolt runs listener functions on its own pool (5 threads by default); ours only ack and
-# hand over, so a small pool answers a burst. The work pool runs queries and Web API
+# Bolt runs listener functions on its own pool (5 threads by default). Ours only ack and
+# hand over, so a small pool handles a burst. The work pool runs queries and Web API
 # calls; they hold the GIL much of the time, so more threads would not run faster.
 LISTENER_THREADS = 8
 WORK_THREADS = 2

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LIST_SIZE = 10
 MAX_LIST_SIZE = 40
-# Who-knows answers reveal which colleagues know a company, so an asker gets a
+# Who-knows results reveal which colleagues know a company, so an asker gets a
 # limited number of searches per hour and must type at least two characters:
 # searching letter by letter would otherwise list a colleague's network.
 WHOKNOWS_MIN_QUERY = 2
@@ -167,7 +167,7 @@ class Commands:
         return build_whoknows(query, results, now, viewer_mailbox_id=caller.mailbox_id, owner_labels=labels)
 
     def direct_message(self, caller: Caller, text: str) -> Message:
-        """Answer a direct message to the bot: a who-knows question or a `/crm` command line."""
+        """Reply to a direct message to the bot: a who-knows question or a `/crm` command line."""
         kind, argument = parse_direct_message(text)
         if kind == "whoknows":
             return self.whoknows(caller, argument)

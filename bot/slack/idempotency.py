@@ -1,6 +1,6 @@
 """Once-only keys for Slack deliveries, so retries and double clicks never repeat an effect.
 
-Slack retries an event when it gets no 2xx answer within 3 seconds (up to three
+Slack retries an event when it gets no 2xx response within 3 seconds (up to three
 retries, with ``X-Slack-Retry-Num`` set), and a user can click a button twice
 before the first click is handled. Each effect claims a key in ProcessedEvent
 first; the unique constraint on (team_id, key) lets exactly one claimant win, on
@@ -75,7 +75,7 @@ def _insert_key(engine: Engine, team_id: str, key: str, now: datetime) -> bool:
 
 
 class KeyPruner:
-    """Deletes expired request and event keys at most once per ``PRUNE_EVERY``."""
+    """Deletes expired request and event keys, at most once per ``PRUNE_EVERY`` in each process."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine

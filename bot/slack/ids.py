@@ -30,4 +30,3 @@ DRAFT_MODAL = "draft_full_text"
 # Blocks whose id a listener or a test looks up.
 HOME_ACTIONS_BLOCK = "home_actions"
 HELP_ACTIONS_BLOCK = "help_actions"
-OVERFLOW_BLOCK = "more_items"

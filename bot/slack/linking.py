@@ -27,11 +27,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Caller:
-    """Who runs a command, and which stored data it reads.
+    """The user who runs a command, and the stored data it reads.
 
-    ``team_id`` is the Slack workspace (``local`` in the console); ``data_team_id``
-    is the team whose mailboxes who-knows searches, which is ``local`` for mail
-    imported before the workspace was linked.
+    ``team_id`` is the Slack workspace, or ``local`` in the console. ``data_team_id``
+    is the team whose mailboxes who-knows searches. It is ``local`` for mail imported
+    before the workspace was linked.
     """
 
     team_id: str
@@ -39,9 +39,6 @@ class Caller:
     mailbox_id: int | None
     data_team_id: str
 
-    @property
-    def is_linked(self) -> bool:
-        return self.mailbox_id is not None
 
 
 def normalize_email(email: str | None) -> str | None:

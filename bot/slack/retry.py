@@ -3,11 +3,13 @@
 slack_sdk 3.x ships ``RateLimitErrorRetryHandler`` but leaves it out of the
 default handlers (``default_retry_handlers()`` has only one connection retry).
 The built-in one also sleeps with ``time.sleep``, parses ``Retry-After`` with
-``int()`` (an HTTP-date or "1.5" raises), and obeys any wait, however long. This
-subclass keeps its behaviour (wait Retry-After plus up to one second of jitter,
-or about one second without the header) and adds an injectable sleep, a parser
-that accepts seconds or an HTTP-date, and a cap: a wait above ``max_wait_seconds``
-is not slept, so the call fails with ``ratelimited`` and the caller decides.
+``int()`` (an HTTP-date or "1.5" raises), and obeys any wait, however long.
+
+This subclass keeps its behaviour: wait Retry-After plus up to one second of
+jitter, or about one second without the header. It adds an injectable sleep, a
+parser that accepts seconds or an HTTP-date, and a cap. A wait above
+``max_wait_seconds`` is not slept, so the call fails with ``ratelimited`` and the
+caller decides.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ MAX_CONNECTION_RETRIES = 2
 
 
 class BoundedRateLimitRetryHandler(RateLimitErrorRetryHandler):
-    """Retries HTTP 429 answers after Retry-After, with a bounded wait and an injectable sleep."""
+    """Retries HTTP 429 responses after Retry-After, with a bounded wait and an injectable sleep."""
 
     def __init__(
         self,
@@ -99,7 +101,7 @@ class BoundedRateLimitRetryHandler(RateLimitErrorRetryHandler):
         state.increment_current_attempt()
 
     def wait_seconds(self, response: HttpResponse) -> float:
-        """Return the wait a 429 asks for: Retry-After in seconds or as an HTTP-date, else the default."""
+        """Return the wait a 429 requests: Retry-After in seconds or as an HTTP-date, else the default."""
         value = _header(response, "retry-after")
         if value is None:
             return self.default_wait_seconds

@@ -1,8 +1,9 @@
 """A threaded HTTP server that hands Slack's requests to the Bolt app.
 
 Bolt's ``App.start()`` serves one request at a time and is meant for development.
-This server runs each request on its own thread, reads the raw body (signatures
-are computed over the exact bytes), and answers a health check.
+This server runs each request on its own thread and reads the raw body, because
+signatures are computed over the exact bytes. GET /healthz returns 200 for load
+balancers.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class SlackRequestHandler(BaseHTTPRequestHandler):
 
 
 def make_server(app: App, host: str, port: int, path: str = EVENTS_PATH) -> SlackHTTPServer:
-    """Bind the server; port 0 picks a free port (``server.server_address`` tells which)."""
+    """Bind the server; with port 0 the system picks a free port, found in ``server.server_address``."""
     return SlackHTTPServer((host, port), app, path)
 
 

@@ -4,10 +4,10 @@ Slack signs every request: ``X-Slack-Signature`` is ``v0=`` and the hex
 HMAC-SHA256 of ``v0:<X-Slack-Request-Timestamp>:<raw body>`` under the app's
 signing secret, and a request whose timestamp is more than five minutes from
 now must be rejected (https://api.slack.com/authentication/verifying-requests-from-slack).
-This middleware replaces Bolt's own verification, which logs the raw body
-(with the payload's verification token) when a check fails, and adds what
-Bolt's lacks: a signature seen once is rejected the second time, in every
-process that shares the database, while its timestamp is still fresh.
+This middleware replaces Bolt's own verification, which logs the raw body (with
+the payload's verification token) when a check fails. It also rejects replays,
+which Bolt's does not: a signature seen once is rejected the second time, in
+every process that shares the database, while its timestamp is still fresh.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class SignedRequestGuard(Middleware):
         stamp = datetime.fromtimestamp(now, tz=timezone.utc)
         if not claim(self._engine, team_id, REQUEST_PREFIX + signature, stamp):
             if _first(req, "x-slack-retry-num"):
-                # Slack's own retry of a request we already accepted: answer 200 so that it
+                # Slack's own retry of a request already accepted: return 200 so that Slack
                 # stops retrying, but never run the listeners a second time.
                 log.info("ignored a repeated Slack delivery that was already accepted once")
                 return BoltResponse(status=200, body="")

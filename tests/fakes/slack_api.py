@@ -1,8 +1,8 @@
 """A fake Slack Web API on loopback that records every call.
 
-The real slack_sdk WebClient talks to it through ``base_url``; Bolt's ``respond``
-talks to it through response URLs under ``/response/``; the Socket Mode client
-connects to the WebSocket that ``apps.connections.open`` names. Answers have the shapes
+The real slack_sdk WebClient reaches it through ``base_url``, and Bolt's ``respond``
+through response URLs under ``/response/``. The Socket Mode client connects to the
+WebSocket URL that ``apps.connections.open`` returns. Answers have the shapes
 of Slack's own (the keys of the Java SDK's recorded samples), message and view
 blocks are checked with slack_sdk's Block Kit models as Slack would reject them
 (``invalid_blocks``), and a test can script errors, HTTP 429 answers with or
@@ -51,7 +51,7 @@ class Call:
 
 @dataclass
 class Reply:
-    """A scripted answer: HTTP status, JSON body, headers and a delay in seconds."""
+    """A scripted response: HTTP status, JSON body, headers and a delay in seconds."""
 
     status: int = 200
     body: dict[str, Any] = field(default_factory=lambda: {"ok": True})
@@ -134,7 +134,7 @@ class FakeSlack:
         return user
 
     def script(self, method: str, *replies: Reply) -> None:
-        """Answer the next calls of ``method`` with ``replies``, in order, then normally again."""
+        """Return ``replies`` to the next calls of ``method``, in order, then the usual responses again."""
         with self._lock:
             self._scripts[method].extend(replies)
 
@@ -145,7 +145,7 @@ class FakeSlack:
             return [c for c in self.calls if c.method == method]
 
     def wait_for(self, method: str, count: int = 1, timeout: float = 10.0, *, path: str | None = None) -> list[Call]:
-        """Wait until ``method`` (at ``path``, when given) was answered ``count`` times; return those calls."""
+        """Wait until ``count`` calls of ``method`` (at ``path``, when given) got a response, and return them."""
         deadline = time.monotonic() + timeout
         while True:
             done = [c for c in self.calls_to(method) if c.answer and (path is None or c.path == path)]

@@ -148,7 +148,7 @@ def test_user_without_mailbox_is_not_linked(fake_slack, enron_http, enron_engine
 
 
 def ask(fake, http, command: str, text: str, user: str):  # type: ignore[no-untyped-def]
-    """Send a slash command and return the answer posted to its own response_url."""
+    """Send a slash command and return the reply posted to its own response_url."""
     name = f"{user}-{command.strip('/')}-{text}".replace(" ", "_")
     assert http.command(command, text, user_id=user, response_url=fake.response_url(name)).status == 200
     return fake.wait_for("response_url", 1, timeout=15, path=f"/response/{name}")[0]

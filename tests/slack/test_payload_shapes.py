@@ -1,4 +1,4 @@
-"""Every field Slack may send is tolerated, and the fake answers with Slack's shapes."""
+"""Every field Slack may send is tolerated, and the fake responds with Slack's shapes."""
 
 from __future__ import annotations
 

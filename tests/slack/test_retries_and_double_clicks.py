@@ -79,7 +79,7 @@ def test_retried_event_and_double_click_run_once(fake_slack, slack_settings, sql
     assert updates[0].params["ts"] == "1717405250.000200"
     assert "Approved and sent" in updates[0].params["text"]
 
-    # The second click was told, without a second send.
+    # The second click got a notice, and nothing was sent twice.
     assert expected["second_click"] == "already_handled_notice"
     notices = [c for c in fake_slack.calls_to("response_url") if "Already handled" in c.params.get("text", "")]
     assert len(notices) == 1

@@ -41,10 +41,6 @@ def command_buttons(block_id: str = ids.HELP_ACTIONS_BLOCK) -> dict:
 
 
 def build_error(text: str) -> Message:
-    """Build a short message that says what failed and what to do."""
+    """Build a short message that states what failed and what to do."""
     return Message(text=text, blocks=[section(f":warning: {text}")])
 
-
-def build_notice(text: str) -> Message:
-    """Build a one-line message that is not an error."""
-    return Message(text=text, blocks=[section(text)])

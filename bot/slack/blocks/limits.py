@@ -24,11 +24,10 @@ MAX_ACTION_ID = 255
 MAX_BLOCK_ID = 255
 MAX_HEADER_TEXT = 150
 MAX_VIEW_TITLE = 24
-MAX_PRIVATE_METADATA = 3000
 MAX_CONFIRM_TITLE = 100
 MAX_CONFIRM_TEXT = 300
-# A message's top-level ``text`` is cut by Slack at 40,000 characters; it is only the
-# notification fallback here, so it is kept as short as a section.
+# Slack cuts a message's top-level ``text`` at 40,000 characters. Here it is only the
+# notification fallback, so it is kept as short as a section.
 MAX_FALLBACK_TEXT = 3000
 
 ELLIPSIS = "…"

@@ -1,4 +1,4 @@
-"""Modals that show a command's answer when a button on the Home tab is clicked."""
+"""Modals that show a command's reply when a button on the Home tab is clicked."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from bot.slack.blocks.limits import MAX_VIEW_BLOCKS
 
 
 def build_loading_modal() -> dict:
-    """Build the modal opened at once, while the answer is computed (a trigger_id expires in 3 s)."""
+    """Build the modal opened at once, while the reply is computed (a trigger_id expires in 3 s)."""
     return modal("CRM", [section(":hourglass: Working on it…")], callback_id=ids.RESULT_MODAL)
 
 

@@ -21,7 +21,7 @@ NOTES_PREVIEW = 400
 
 @dataclass
 class OpportunityCard:
-    """What one opportunity card shows."""
+    """The content of one opportunity card."""
 
     id: int
     kind: str

@@ -1,4 +1,4 @@
-"""The answer to `/whoknows`: which owners know people at an organisation.
+"""The reply to `/whoknows`: which owners know people at an organisation.
 
 Colleagues see another owner only as the owner, a strength band, a recency band
 and a head count; names and addresses appear only for the asking owner's own
@@ -29,7 +29,7 @@ def build_whoknows(
     viewer_mailbox_id: int | None,
     owner_labels: dict[int, str] | None = None,
 ) -> Message:
-    """Build the who-knows answer for one asker.
+    """Build the who-knows reply for one asker.
 
     Args:
         viewer_mailbox_id: the asker's own mailbox; only its hits show people's names.

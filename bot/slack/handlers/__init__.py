@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SlackDeps:
-    """What every listener needs: the database, the commands, the clock and the work pool.
+    """Dependencies of every listener: the database, the commands, the clock and the work pool.
 
     Listeners acknowledge on Bolt's executor and hand the slow part to ``workers``. Bolt
     runs ack functions and lazy listeners on one pool, so under a burst of commands the
@@ -75,7 +75,7 @@ def reply_with(
 ) -> None:
     """Run ``work`` and deliver its message; turn failures into a short message for the user.
 
-    Project errors already say what to do and are shown as they are. Anything else is
+    Project errors already state what to do and are shown as they are. Anything else is
     logged with the ids and a reference that the user can quote.
     """
     try:
@@ -93,4 +93,4 @@ def reply_with(
     try:
         deliver(message)
     except Exception:
-        log.exception("could not deliver the answer to %s for user %s in team %s", what, user_id, team_id)
+        log.exception("failed to send the reply to %s for user %s in team %s", what, user_id, team_id)

@@ -59,7 +59,7 @@ def register(app: App, deps: SlackDeps) -> None:
             return deps.commands.crm(caller, text)
 
         def answer_in_modal() -> None:
-            # Buttons on the Home tab have no response_url: the answer opens in a modal.
+            # Buttons on the Home tab have no response_url: the reply opens in a modal.
             # views.open must use the trigger_id within 3 seconds, so an empty modal opens
             # first and views.update fills it.
             opened = client.views_open(trigger_id=trigger_id, view=build_loading_modal())

@@ -1,9 +1,9 @@
 """Buttons that decide on an item once: approve, decline, dismiss.
 
-A decision claims the key ``decision:<reference>`` before it runs, so a second
-click, a click on another decision button of the same item, or a click in a
-second process finds the claim and gets an "already handled" notice instead of
-running the effect again. A failed decision releases its claim so that the user
+A decision claims the key ``decision:<reference>`` before it runs. A second click,
+a click on another decision button of the same item, or a click handled by a second
+process finds the claim, so it gets an "already handled" notice instead of running
+the effect again. A failed decision releases its claim so that the user
 can click again.
 """
 
@@ -43,7 +43,7 @@ Decide = Callable[[DecisionRequest], str]
 
 
 def register_decision(app: App, deps: SlackDeps, action_id: str, decide: Decide) -> None:
-    """Handle clicks on ``action_id`` buttons by running ``decide`` at most once per item."""
+    """Handle clicks on ``action_id`` buttons by running ``decide`` once per item, unless a run fails."""
 
     def on_decision(
         ack: Ack, body: dict, action: dict, respond: Respond, client: WebClient, context: BoltContext

@@ -18,7 +18,7 @@ def register(app: App, deps: SlackDeps) -> None:
     @app.event("message")
     def on_message(body: dict, event: dict, client: WebClient, context: BoltContext) -> None:
         # Bolt acknowledges events before it calls this listener. Edits, deletions, joins
-        # and bot posts arrive as message events with a subtype or a bot_id; only a
+        # and bot posts arrive as message events with a subtype or a bot_id. Only a
         # person's new message in the DM is a question.
         if event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id"):
             return
