@@ -444,9 +444,11 @@ class EwsSource:
             return cached
         account = self.account
         if folder.key.startswith("path:"):
-            top, _, rest = folder.name.partition("/")
-            base = self._distinguished(top.strip().lower())
-            target = self._call(lambda: base // rest.strip(), f"opening folder {folder.name}")
+            top, *names = [part.strip() for part in folder.name.split("/")]
+            target = self._distinguished(top.lower())
+            for name in names:
+                parent = target
+                target = self._call(lambda: parent // name, f"opening folder {folder.name}")
         else:
             target = self._distinguished(folder.key)
         self._folders[folder.key] = target

@@ -528,6 +528,16 @@ def _message_xml(message: FakeMessage, fields: set[str], tag: str = "Message") -
         parts.append(_text("DateTimeReceived", _datetime(message.received)))
     if want("item:InReplyTo"):
         parts.append(_text("InReplyTo", message.in_reply_to))
+    if want("item:InternetMessageHeaders") and message.headers:
+        parts.append(
+            "<t:InternetMessageHeaders>"
+            + "".join(
+                f'<t:InternetMessageHeader HeaderName="{escape(name, {chr(34): "&quot;"})}">{escape(value)}'
+                "</t:InternetMessageHeader>"
+                for name, value in message.headers
+            )
+            + "</t:InternetMessageHeaders>"
+        )
     if want("item:DateTimeSent"):
         parts.append(_text("DateTimeSent", _datetime(message.sent)))
     if want("item:ConversationId") and message.conversation_id:
@@ -627,8 +637,20 @@ def _item_xml(box: FakeMailbox, item_id: str, fields: set[str]) -> str | None:
 # --- operations ------------------------------------------------------------------------
 
 
+def _folder_spec(key: str) -> tuple[str, str, str | None, str]:
+    """Return (display name, element, parent key, folder class) of a folder key.
+
+    A key that is not distinguished is a path such as ``inbox/Projects``: the last segment is
+    the name and the rest the parent.
+    """
+    if key in DISTINGUISHED:
+        return DISTINGUISHED[key]
+    parent, _, name = key.rpartition("/")
+    return name, "Folder", parent or "msgfolderroot", "IPF.Note"
+
+
 def _folder_xml(owner: str, key: str, box: FakeMailbox) -> str:
-    name, tag, parent, folder_class = DISTINGUISHED.get(key, (key, "Folder", "msgfolderroot", "IPF.Note"))
+    name, tag, parent, folder_class = _folder_spec(key)
     if key in (CALENDAR,):
         count = len(box.events)
     elif key in (CONTACTS,):
@@ -674,15 +696,24 @@ def op_get_folder(fake: FakeEwsServer, target: _Target, op: etree._Element) -> s
 
 
 def op_find_folder(fake: FakeEwsServer, target: _Target, op: etree._Element) -> str:
+    """List the direct children of each parent; an IsEqualTo on folder:DisplayName filters them."""
     messages = []
     ids = op.find("m:ParentFolderIds", NS)
     owner = target.mailbox.owner
+    wanted_name = None
+    restriction = op.find("m:Restriction/t:IsEqualTo", NS)
+    if restriction is not None:
+        field = restriction.find("t:FieldURI", NS)
+        constant = restriction.find("t:FieldURIOrConstant/t:Constant", NS)
+        if field is None or field.get("FieldURI") != "folder:DisplayName" or constant is None:
+            raise EwsFault("ErrorInvalidRequest", "The fake server filters folders by folder:DisplayName only.")
+        wanted_name = (constant.get("Value") or "").lower()
+    custom = {m.folder for m in target.mailbox.messages.values()} - set(DISTINGUISHED)
     for elem in ids if ids is not None else []:
         parent = _resolve_folder(target, elem)
-        children = [key for key, spec in DISTINGUISHED.items() if spec[2] == parent]
-        children += sorted(
-            {m.folder for m in target.mailbox.messages.values()} - set(DISTINGUISHED)
-        ) if parent == "msgfolderroot" else []
+        children = [key for key in [*DISTINGUISHED, *sorted(custom)] if _folder_spec(key)[2] == parent]
+        if wanted_name is not None:
+            children = [key for key in children if _folder_spec(key)[0].lower() == wanted_name]
         body = "".join(_folder_xml(owner, key, target.mailbox) for key in children)
         messages.append(
             _ok(

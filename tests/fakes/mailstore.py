@@ -54,6 +54,7 @@ class FakeMessage:
     conversation_id: str | None = None
     item_class: str = "IPM.Note"
     is_draft: bool = False
+    headers: list[tuple[str, str]] = field(default_factory=list)  # Internet headers, served on request
     raw_path: Path | None = None  # the file the message was read from, for the file import
     # A digest of the body, never served: Exchange sources read no bodies. Tests use it to
     # find distinct messages that only their bodies tell apart.

@@ -242,6 +242,36 @@ def test_sender_without_address_keeps_the_name(box, server, engine):
     assert stored_messages(engine, mailbox.id)[0].from_address_id is None
 
 
+def test_folder_path_below_inbox(box, server):
+    box.add_message(FakeMessage("", "inbox/Projects", "Tender", T0, T0, KOFI, to=[ROBIN]))
+    inbound(box, 1)
+    source = make_source(server, folders=["inbox/Projects"])
+    folder = source.folders()[0]
+    items = [i for b in source.read(folder, None) for i in b.items]
+    assert (folder.key, folder.role.value) == ("path:inbox/Projects", "inbox")
+    assert [i.subject for i in items] == ["Tender"]
+    assert server.count("FindFolder") == 1
+
+
+def test_internet_headers_mark_list_mail_and_auto_replies(box, server):
+    box.add_message(
+        FakeMessage("", INBOX, "Weekly prices", T0, T0, KOFI, to=[ROBIN],
+                    headers=[("List-Id", "Prices <prices.harborfinch.example>"), ("Precedence", "list")])
+    )
+    box.add_message(
+        FakeMessage("", INBOX, "Away", T0, T0, KOFI, to=[ROBIN], headers=[("Auto-Submitted", "auto-replied")])
+    )
+    box.add_message(FakeMessage("", INBOX, "Lunch", T0, T0, KOFI, to=[ROBIN]))
+    source = make_source(server, read_headers=True)
+    items = [i for b in source.read(source.folders()[0], None) for i in b.items]
+    assert [(i.is_bulk, i.list_id, i.is_auto_reply) for i in items] == [
+        (True, "prices.harborfinch.example", False),
+        (False, None, True),
+        (False, None, False),
+    ]
+    assert "item:InternetMessageHeaders" in dict(server.requested_fields)["GetItem"]
+
+
 def test_version_probe_without_configured_build(box, server):
     inbound(box, 1)
     source = make_source(server, version=None)
