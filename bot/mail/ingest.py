@@ -185,6 +185,7 @@ class AddressBook:
         self.named: set[str] = set()
         self.lists: set[str] = set()
         self._pending: tuple[dict[str, int], set[str], set[str]] = ({}, set(), set())
+        self._normalized: dict[str, str | None] = {}
         rows = session.execute(
             select(Address.address, Address.id, Address.display_name, Address.kind).where(Address.team_id == team_id)
         ).all()
@@ -198,7 +199,12 @@ class AddressBook:
     def normalize(self, participant: Participant | None) -> str | None:
         if participant is None or not participant.address:
             return None
-        return normalize_address(participant.address, fold_plus=self.fold_plus)
+        raw = participant.address
+        try:
+            return self._normalized[raw]
+        except KeyError:
+            value = self._normalized[raw] = normalize_address(raw, fold_plus=self.fold_plus)
+            return value
 
     def resolve(self, connection, wanted: dict[str, tuple[str | None, str | None]]) -> dict[str, int]:  # type: ignore[no-untyped-def]
         """Return ids for addresses, given as address -> (display name, kind or None).

@@ -28,7 +28,6 @@ from sqlmodel import Session
 
 from bot.config import Settings, get_settings
 from bot.relationships import identity
-from bot.relationships.addresses import normalize_person_name
 from bot.relationships.strength import StrengthParams, combine, decay, message_weight
 from bot.storage.db import retry_write
 from bot.storage.models import (
@@ -160,9 +159,9 @@ def learn_owner_aliases(engine: Engine, mailbox: Mailbox, settings: Settings | N
             .group_by(Address.address, Address.display_name)
         ).all()
         names = {address: name for address, name, _ in [*receivers, *senders] if name}
-        owner_keys = {normalize_person_name(names.get(a)) for a in owner}
+        owner_keys = {identity.name_key(names.get(a)) for a in owner}
         if mailbox.owner_name:
-            owner_keys.add(normalize_person_name(mailbox.owner_name))
+            owner_keys.add(identity.name_key(mailbox.owner_name))
         owner_keys.discard(None)
         surnames = {key.split()[-1] for key in owner_keys}
         for address in owner:
@@ -172,7 +171,7 @@ def learn_owner_aliases(engine: Engine, mailbox: Mailbox, settings: Settings | N
                 surnames.add(tokens[-1].lower())
 
         def name_fits(address: str, name: str | None) -> bool:
-            key = normalize_person_name(name)
+            key = identity.name_key(name)
             if key is not None and key in owner_keys:
                 return True
             local = address.split("@", 1)[0].lower()
@@ -201,7 +200,7 @@ def learn_owner_aliases(engine: Engine, mailbox: Mailbox, settings: Settings | N
             ):
                 if address in owner or address in evidence:
                     continue
-                if normalize_person_name(name) in owner_keys:
+                if identity.name_key(name) in owner_keys:
                     info = policy.classify(address)
                     if info.is_internal or info.is_freemail:
                         evidence[address] = f"carries the owner's full name {name!r}"

@@ -20,9 +20,10 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timezone
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -48,6 +49,9 @@ from bot.timeutil import as_utc, utcnow
 log = logging.getLogger(__name__)
 
 _LATEST = datetime.max.replace(tzinfo=timezone.utc)
+
+# Names repeat across addresses and runs, so their keys are cached.
+name_key = lru_cache(maxsize=200_000)(normalize_person_name)
 
 
 @dataclass
@@ -160,8 +164,12 @@ def _assign_organisations(
         if wanted != entry.organisation_id:
             entry.organisation_id = wanted
             changes.append((entry.id, wanted))
-    for address_id, org_id in changes:
-        session.execute(update(Address).where(Address.id == address_id).values(organisation_id=org_id))
+    if changes:
+        table = Address.__table__
+        session.connection().execute(
+            table.update().where(table.c.id == bindparam("b_id")).values(organisation_id=bindparam("b_org")),
+            [{"b_id": address_id, "b_org": org_id} for address_id, org_id in changes],
+        )
 
 
 def _create_org(session: Session, team_id: str, domain: str, internal: bool) -> int:
@@ -213,7 +221,7 @@ def _people(addresses: dict[int, _Addr], exclude: set[int]) -> dict[int, _Person
         view = people.setdefault(entry.person_id, _PersonView(entry.person_id, None, []))
         view.addresses.append(entry)
     for view in people.values():
-        keys = [normalize_person_name(a.name) for a in view.addresses]
+        keys = [name_key(a.name) for a in view.addresses]
         keys = [k for k in keys if k]
         view.name_key = max(set(keys), key=keys.count) if keys else None
     return people
@@ -356,44 +364,79 @@ def _record_role_change(
 
 
 def _update_people(session: Session, team_id: str, addresses: dict[int, _Addr]) -> None:
-    """Store each person's current organisation, best name and employment history."""
+    """Store each person's current organisation, best name and employment history.
+
+    Only rows whose values change are written, in one statement per kind of change.
+    """
     people = _people(addresses, set())
-    employments = {
-        (person_id, org_id): row_id
-        for row_id, person_id, org_id in session.execute(
-            select(Employment.id, Employment.person_id, Employment.organisation_id).where(Employment.team_id == team_id)
+    current = {
+        row[0]: row[1:]
+        for row in session.execute(
+            select(Person.id, Person.organisation_id, Person.normalized_name, Person.display_name).where(
+                Person.team_id == team_id
+            )
         )
     }
+    employments = {
+        (person_id, org_id): (row_id, as_utc(first), as_utc(last))
+        for row_id, person_id, org_id, first, last in session.execute(
+            select(
+                Employment.id, Employment.person_id, Employment.organisation_id, Employment.first_seen, Employment.last_seen
+            ).where(Employment.team_id == team_id)
+        )
+    }
+    person_updates: list[dict] = []
+    employment_updates: list[dict] = []
+    employment_inserts: list[dict] = []
     for view in people.values():
         names = [a.name for a in view.addresses if a.name]
         best_name = max(set(names), key=names.count) if names else None
-        session.execute(
-            update(Person)
-            .where(Person.id == view.id)
-            .values(organisation_id=view.org_id, normalized_name=view.name_key, display_name=best_name)
-        )
+        wanted = (view.org_id, view.name_key, best_name)
+        if current.get(view.id) != wanted:
+            person_updates.append({"b_id": view.id, "b_org": wanted[0], "b_key": wanted[1], "b_name": wanted[2]})
         spans: dict[int, list[datetime]] = defaultdict(list)
         for entry in view.addresses:
             if entry.organisation_id is not None and entry.first_seen and entry.last_seen:
                 spans[entry.organisation_id] += [entry.first_seen, entry.last_seen]
         for org_id, times in spans.items():
-            row_id = employments.get((view.id, org_id))
-            if row_id is None:
-                session.add(
-                    Employment(
-                        team_id=team_id,
-                        person_id=view.id,
-                        organisation_id=org_id,
-                        first_seen=min(times),
-                        last_seen=max(times),
-                    )
+            first, last = min(times), max(times)
+            existing = employments.get((view.id, org_id))
+            if existing is None:
+                employment_inserts.append(
+                    {
+                        "team_id": team_id,
+                        "person_id": view.id,
+                        "organisation_id": org_id,
+                        "first_seen": first,
+                        "last_seen": last,
+                        "source": "mail",
+                    }
                 )
-            else:
-                session.execute(
-                    update(Employment)
-                    .where(Employment.id == row_id)
-                    .values(first_seen=min(times), last_seen=max(times))
-                )
+            elif (existing[1], existing[2]) != (first, last):
+                employment_updates.append({"b_id": existing[0], "b_first": first, "b_last": last})
+    person_table = Person.__table__
+    employment_table = Employment.__table__
+    connection = session.connection()
+    if person_updates:
+        connection.execute(
+            person_table.update()
+            .where(person_table.c.id == bindparam("b_id"))
+            .values(
+                organisation_id=bindparam("b_org"),
+                normalized_name=bindparam("b_key"),
+                display_name=bindparam("b_name"),
+            ),
+            person_updates,
+        )
+    if employment_updates:
+        connection.execute(
+            employment_table.update()
+            .where(employment_table.c.id == bindparam("b_id"))
+            .values(first_seen=bindparam("b_first"), last_seen=bindparam("b_last")),
+            employment_updates,
+        )
+    if employment_inserts:
+        connection.execute(employment_table.insert(), employment_inserts)
 
 
 def find_person(session: Session, team_id: str, address: str) -> Person:
