@@ -196,12 +196,22 @@ def decode_words(text: str) -> str:
     for chunk, charset in parts:
         if isinstance(chunk, str):
             decoded.append(chunk)
-            continue
-        try:
-            decoded.append(chunk.decode(charset or "ascii"))
-        except (LookupError, UnicodeDecodeError):
-            decoded.append(chunk.decode("utf-8", errors="replace"))
+        elif charset is None:
+            # decode_header returns the text between encoded words in this codec.
+            decoded.append(chunk.decode("raw-unicode-escape", errors="replace"))
+        else:
+            decoded.append(_decode_text(chunk, charset))
     return "".join(decoded)
+
+
+def _decode_text(data: bytes, charset: str) -> str:
+    """Decode bytes in a declared charset, falling back to UTF-8 and then cp1252."""
+    for candidate in (charset, "utf-8"):
+        try:
+            return data.decode(candidate)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return data.decode("cp1252", errors="replace")
 
 
 _QUOTE_PAIRS = (('"', '"'), ("'", "'"), ("`", "'"))
