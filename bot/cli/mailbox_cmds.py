@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("--timezone", help="IANA zone for times without an offset, e.g. Europe/Berlin (default UTC)")
     add.add_argument("--folders", help="comma-separated folders to read (default inbox,sentitems)")
     add.add_argument("--path", type=Path, help="files: a Maildir, an mbox file or a folder of messages")
+    add.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
+                     help="another source setting, e.g. page_size=512 or ca_bundle=/etc/ssl/corp.pem (repeatable; "
+                          "see docs/exchange.md)")
     _add_db(add)
     add.set_defaults(handler=cmd_mailbox_add)
 
@@ -118,7 +122,22 @@ def source_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
             config["user_id"] = args.user_id
     if folders:
         config["folders"] = folders
+    for item in args.setting:
+        key, value = parse_setting(item)
+        config[key] = value
     return config
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """Split KEY=VALUE; the value is read as JSON when it is valid JSON (512, true, ["inbox"])."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise InputError(f"invalid --setting {text!r}; write KEY=VALUE, e.g. page_size=512")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
 
 
 def cmd_mailbox_add(args: argparse.Namespace) -> int:

@@ -243,12 +243,13 @@ def test_cli_add_list_and_sync(db_url, boxes, server, ews_login, capsys):
     fill(boxes[0], 2)
     code = main(["mailbox", "add", "--owner", OWNER, "--source", "ews", "--ews-url", server.url, "--auth", "basic",
                  "--version", "15.1.2507.6", "--credentials", "env:CRM_TEST_EWS", "--timezone", "Europe/Berlin",
-                 "--db", db_url])
+                 "--setting", "page_size=1", "--db", db_url])
     assert code == 0
     assert "reads ews from" in capsys.readouterr().out
     assert main(["sync", "--mailbox", OWNER, "--db", db_url]) == 0
     out = capsys.readouterr().out
     assert f"{OWNER}: ok; read 2, stored 2" in out
+    assert server.count("SyncFolderItems") == 3  # two pages of one item, then the empty Sent Items
     assert main(["mailbox", "list", "--json", "--db", db_url]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["owner"] == OWNER
@@ -259,6 +260,7 @@ def test_cli_add_list_and_sync(db_url, boxes, server, ews_login, capsys):
     with Session(engine) as session:
         row = session.execute(select(Mailbox)).scalars().one()
         assert row.timezone == "Europe/Berlin"
+        assert row.source_config["page_size"] == 1
         assert PASSWORD not in json.dumps(row.source_config)
         assert len(session.execute(select(Message)).scalars().all()) == 2
 
@@ -276,6 +278,10 @@ def test_cli_add_list_and_sync(db_url, boxes, server, ews_login, capsys):
         (["--source", "files"], "needs --path"),
         (["--source", "ews", "--ews-url", "https://mail.example.org/EWS/Exchange.asmx", "--credentials", "env:X",
           "--timezone", "Mars/Olympus"], "unknown time zone"),
+        (["--source", "ews", "--ews-url", "https://mail.example.org/EWS/Exchange.asmx", "--credentials", "env:X",
+          "--setting", "pagesize=10"], "unknown keys pagesize"),
+        (["--source", "ews", "--ews-url", "https://mail.example.org/EWS/Exchange.asmx", "--credentials", "env:X",
+          "--setting", "page_size"], "write KEY=VALUE"),
     ],
 )
 def test_cli_rejects_bad_input_with_exit_2(db_url, capsys, argv, message):
