@@ -66,6 +66,7 @@ def build_app(
     client: WebClient | None = None,
     clock: Callable[[], datetime] | None = None,
     unix_time: Callable[[], float] = time.time,
+    replay_store: Literal["database", "memory"] | None = None,
 ) -> App:
     """Build the Bolt app with every listener registered.
 
@@ -73,6 +74,7 @@ def build_app(
         clock: fixes the time commands run at (tests, demos on old mail); keys and stamps
             use it too. Without it, commands use the mailbox's scoring time or now.
         unix_time: the clock that request timestamps are checked against.
+        replay_store: where accepted request signatures are kept; see SignedRequestGuard.
     """
     client = client or make_web_client(settings)
     signing_secret = settings.slack_signing_secret or ""
@@ -83,7 +85,7 @@ def build_app(
                 "SLACK_SIGNING_SECRET is not set; HTTP mode needs it to verify that requests come "
                 "from Slack (Basic Information > App Credentials), or set SLACK_APP_TOKEN to use Socket Mode"
             )
-        guard = SignedRequestGuard(signing_secret, engine, now=unix_time)
+        guard = SignedRequestGuard(signing_secret, engine, now=unix_time, replay_store=replay_store)
 
     try:
         app = App(

@@ -6,8 +6,14 @@ signing secret, and a request whose timestamp is more than five minutes from
 now must be rejected (https://api.slack.com/authentication/verifying-requests-from-slack).
 This middleware replaces Bolt's own verification, which logs the raw body (with
 the payload's verification token) when a check fails. It also rejects replays,
-which Bolt's does not: a signature seen once is rejected the second time, in
-every process that shares the database, while its timestamp is still fresh.
+which Bolt's does not: a signature seen once is rejected the second time while its
+timestamp is still fresh.
+
+Where the signatures seen are kept depends on the database. On PostgreSQL, where
+several processes may serve Slack, they are ProcessedEvent rows, so a replay sent
+to another process is caught too. SQLite serves one process, and every SQLite
+transaction of this project takes the write lock, so a row per request would make
+acks wait behind queries; there the signatures stay in this process's memory.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import logging
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, Literal
 
 from slack_bolt.middleware import Middleware
 from slack_bolt.request import BoltRequest
@@ -40,19 +46,53 @@ class _InjectedClock(Clock):
         return self._now()
 
 
+class SeenSignatures:
+    """Signatures accepted by this process, each kept until its timestamp expires."""
+
+    PRUNE_EVERY_SECONDS = 60.0
+
+    def __init__(self) -> None:
+        self._expiry: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._next_prune = 0.0
+
+    def add(self, signature: str, timestamp: int, now: float) -> bool:
+        """Record a signature; return False when it was already recorded."""
+        with self._lock:
+            if now >= self._next_prune:
+                self._expiry = {kept: expiry for kept, expiry in self._expiry.items() if expiry > now}
+                self._next_prune = now + self.PRUNE_EVERY_SECONDS
+            if self._expiry.get(signature, 0.0) > now:
+                return False
+            self._expiry[signature] = timestamp + MAX_CLOCK_SKEW_SECONDS
+            return True
+
+
 class SignedRequestGuard(Middleware):
     """Rejects unsigned, badly signed, expired and replayed requests with HTTP 401.
 
     Args:
         now: returns the current Unix time in seconds; tests pass a fixed clock.
+        replay_store: "database" or "memory"; by default the database on PostgreSQL and
+            memory on SQLite.
     """
 
-    def __init__(self, signing_secret: str, engine: Engine, *, now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        signing_secret: str,
+        engine: Engine,
+        *,
+        now: Callable[[], float] = time.time,
+        replay_store: Literal["database", "memory"] | None = None,
+    ) -> None:
         self._verifier = SignatureVerifier(signing_secret, clock=_InjectedClock(now))
         self._engine = engine
         self._now = now
         self._pruner = KeyPruner(engine)
         self._lock = threading.Lock()
+        if replay_store is None:
+            replay_store = "memory" if engine.dialect.name == "sqlite" else "database"
+        self._seen = SeenSignatures() if replay_store == "memory" else None
         self.rejected: dict[str, int] = {}  # counts by kind: unsigned, expired, forged, replayed
 
     def process(
@@ -74,17 +114,23 @@ class SignedRequestGuard(Middleware):
         if not self._verifier.is_valid(req.raw_body, timestamp, signature):
             return self._reject("forged", "signature does not match the body and the signing secret")
 
-        team_id = req.context.team_id or req.context.enterprise_id or LOCAL_TEAM
-        stamp = datetime.fromtimestamp(now, tz=timezone.utc)
-        if not claim(self._engine, team_id, REQUEST_PREFIX + signature, stamp):
+        if not self._first_time(req, signature, int(timestamp), now):
             if _first(req, "x-slack-retry-num"):
                 # Slack's own retry of a request already accepted: return 200 so that Slack
                 # stops retrying, but never run the listeners a second time.
                 log.info("ignored a repeated Slack delivery that was already accepted once")
                 return BoltResponse(status=200, body="")
             return self._reject("replayed", "this signature was already accepted once")
-        self._pruner.maybe_prune(stamp)
         return next()
+
+    def _first_time(self, req: BoltRequest, signature: str, timestamp: int, now: float) -> bool:
+        if self._seen is not None:
+            return self._seen.add(signature, timestamp, now)
+        team_id = req.context.team_id or req.context.enterprise_id or LOCAL_TEAM
+        stamp = datetime.fromtimestamp(now, tz=timezone.utc)
+        first = claim(self._engine, team_id, REQUEST_PREFIX + signature, stamp)
+        self._pruner.maybe_prune(stamp)
+        return first
 
     def _reject(self, kind: str, reason: str) -> BoltResponse:
         with self._lock:

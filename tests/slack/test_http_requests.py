@@ -6,6 +6,8 @@ import json
 import socket
 import time
 
+import pytest
+
 from sqlmodel import Session, select
 
 from bot.storage.models import AuditEvent, ProcessedEvent
@@ -54,8 +56,9 @@ def test_timestamp_inside_window_accepted(fake_slack, slack_settings, sqlite_eng
     assert http.post(body, timestamp=recent).status == 200
 
 
-def test_replayed_request_rejected(fake_slack, slack_settings, sqlite_engine, start_http):
-    http = start_http(slack_settings, sqlite_engine)
+@pytest.mark.parametrize("replay_store", ["memory", "database"])
+def test_replayed_request_rejected(replay_store, fake_slack, slack_settings, sqlite_engine, start_http):
+    http = start_http(slack_settings, sqlite_engine, replay_store=replay_store)
     body = slash_command_body("/crm", "help", user_id="U0ASKER", response_url=fake_slack.response_url())
     now = int(time.time())
     first = http.post(body, timestamp=now)
@@ -155,7 +158,7 @@ def test_whoknows_short_query_rejected_and_audited(fake_slack, slack_settings, s
 
 
 def test_request_keys_carry_team_id(fake_slack, slack_settings, sqlite_engine, start_http):
-    http = start_http(slack_settings, sqlite_engine)
+    http = start_http(slack_settings, sqlite_engine, replay_store="database")
     http.command("/crm", "help", user_id="U0ASKER", response_url=fake_slack.response_url())
     fake_slack.wait_for("response_url")
     with Session(sqlite_engine) as session:
@@ -193,3 +196,24 @@ def test_command_acked_before_slow_work(fake_slack, slack_settings, sqlite_engin
     assert max(a.seconds for a in answers) < 1.0
     replies = fake_slack.wait_for("response_url", 3, timeout=20)
     assert all("not linked" in r.params["text"] for r in replies)
+
+
+def test_repeated_delivery_with_retry_header_not_rerun(fake_slack, slack_settings, sqlite_engine, start_http):
+    http = start_http(slack_settings, sqlite_engine)
+    body = slash_command_body("/crm", "help", user_id="U0ASKER", response_url=fake_slack.response_url())
+    now = int(time.time())
+    assert http.post(body, timestamp=now).status == 200
+    again = http.post(body, timestamp=now, headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})
+    assert again.status == 200
+    fake_slack.wait_for("response_url")
+    time.sleep(0.3)
+    assert len(fake_slack.calls_to("response_url")) == 1
+
+
+def test_seen_signatures_expire_with_window():
+    from bot.slack.signature import SeenSignatures
+
+    seen = SeenSignatures()
+    assert seen.add("v0=abc", 1000, now=1000.0) is True
+    assert seen.add("v0=abc", 1000, now=1200.0) is False
+    assert seen.add("v0=abc", 1000, now=1301.0) is True
