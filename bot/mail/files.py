@@ -1,14 +1,16 @@
-"""A mail source that reads messages from files: Maildir, mbox, .eml and RFC 822 file trees.
+"""A mail source that reads Maildir, mbox, .eml files and trees of RFC 822 files.
 
 Accepted layouts, found by walking the given path:
 
 - a Maildir (``cur/`` and ``new/``) with Maildir++ subfolders such as ``.Sent``;
-- a directory tree of one-message files, such as the CMU Enron layout ``owner/folder/N.``;
-- mbox files (``*.mbox``, ``*.mbx`` or any file that starts with a ``From`` envelope line);
+- a tree of one-message files, such as the CMU Enron layout ``owner/folder/N.``;
+- mbox files (``*.mbox``, ``*.mbx`` or any file that starts with a 'From ' line);
 - a single .eml file, or a single mbox file.
 
-Every directory that holds message files is one folder; every mbox file is one folder of its
-own. Hidden files and directories are ignored, except Maildir++ subfolders.
+Every directory that contains message files is one folder, and every mbox file is a
+folder of its own. Hidden files and directories are ignored, except Maildir++
+subfolders. Symbolic links to directories are not followed, and only regular files are
+read.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_MAX_MESSAGE_BYTES = 100 * 1024 * 1024
 
-# Sent folder names after _normalise_folder_name, in the languages mail clients localise to.
+# Sent folder names after _normalise_folder_name, in the languages mail clients localise
+# to.
 SENT_FOLDER_NAMES = frozenset(
     (
         "sent",
@@ -100,11 +103,11 @@ INBOX_FOLDER_NAMES = frozenset(
 
 _MBOX_SUFFIXES = frozenset((".mbox", ".mbx"))
 # Names that are always one message per file: .eml exports and the numbered files of MH
-# folders and the CMU Enron tree ('17', '17.'). Other files are opened to look for an mbox.
+# folders and the CMU Enron tree ('17', '17.'). Other files are opened to look for an
+# mbox.
 _MESSAGE_SUFFIXES = frozenset((".eml", ".msg"))
 _NUMBERED_FILE = re.compile(r"^[0-9]+\.?$")
 _DIGITS = re.compile(r"([0-9]+)")
-
 
 
 def _normalise_folder_name(name: str) -> str:
@@ -120,8 +123,8 @@ def _normalise_folder_name(name: str) -> str:
 def folder_role(name: str) -> FolderRole:
     """Return the role of a folder from its name or relative path.
 
-    The last path component decides ('[Gmail]/Sent Mail', 'allen-p/_sent_mail'). A Maildir++
-    name ('.Sent', '.INBOX.Sent Items') counts by its last dot-separated part.
+    The last path component decides ('[Gmail]/Sent Mail', 'allen-p/_sent_mail'). A
+    Maildir++ name ('.Sent', '.INBOX.Sent Items') counts by its last dot-separated part.
     """
     components = [part for part in re.split(r"[/\\]", name) if part]
     if not components:
@@ -149,7 +152,7 @@ def natural_key(name: str) -> tuple[tuple[int, int, str], ...]:
 
 
 def _maildir_unique_name(file_name: str) -> str:
-    """Return the part of a Maildir file name that survives flag changes ('123.host:2,S')."""
+    """Return the part of a Maildir file name that flag changes keep ('123.host')."""
     return file_name.split(":", 1)[0]
 
 
@@ -190,7 +193,7 @@ class _MessageFile:
 
 @dataclass
 class _Entry:
-    """One message position of a folder: the cursor after it, its reference and its bytes."""
+    """One message of a folder: the cursor after it, its reference, bytes or skip."""
 
     cursor: str
     source_ref: str
@@ -199,12 +202,13 @@ class _Entry:
 
 
 class FilesSource:
-    """Reads a Maildir, an mbox, an .eml file or a tree of message files, folder by folder.
+    """Reads a Maildir, an mbox, an .eml file or a tree of message files by folder.
 
-    Cursors: for file folders, the name of the last file read (Maildir: its unique part before
-    ':'). Files are read in natural name order, so a later run reads only names that sort
-    after the cursor. For mbox files the cursor is the number of messages read; an mbox that
-    now holds fewer messages raises SyncStateExpired, and the importer then reads it again.
+    The cursor of a file folder is the name of the last file read (in a Maildir, its
+    unique part before ':'). Files are read in natural name order, so a later run reads
+    only names that sort after the cursor. The cursor of an mbox is the number of
+    messages read. An mbox that now contains fewer messages raises SyncStateExpired, and
+    the importer then reads it again from the start.
     """
 
     kind = "files"
@@ -236,7 +240,7 @@ class FilesSource:
         self.skip_counts: Counter[str] = Counter()
         self._folders: dict[str, _Folder] | None = None
 
-    # --- Folders ------------------------------------------------------------------------
+    # --- Folders
 
     def folders(self) -> list[FolderRef]:
         self._folders = {folder.ref.key: folder for folder in self._scan()}
@@ -261,7 +265,7 @@ class FilesSource:
     def _scan_directory(
         self, directory: Path, relative: str, pending: list[tuple[Path, str]]
     ) -> list[_Folder]:
-        """Return the folders of one directory and queue its subdirectories in ``pending``.
+        """Return the folders of a directory and queue its subdirectories.
 
         Only regular files count, so a FIFO or device file is never opened.
         """
@@ -271,8 +275,8 @@ class FilesSource:
         )
         prefix = "" if relative == "." else relative + "/"
         if "cur" in subdirectories and "new" in subdirectories:
-            # Below a Maildir only Maildir++ subfolders hold mail; cur/ and new/ are read
-            # as the folder itself.
+            # Below a Maildir only Maildir++ subfolders hold mail; cur/ and new/ are
+            # read as the folder itself.
             for name in subdirectories:
                 if name not in ("cur", "new", "tmp") and _is_maildir(directory / name):
                     pending.append((directory / name, prefix + name))
@@ -322,10 +326,10 @@ class FilesSource:
             )
         return folder
 
-    # --- Reading ------------------------------------------------------------------------
+    # --- Reading
 
     def read(self, folder: FolderRef, cursor: str | None) -> Iterator[Batch]:
-        """Yield batches of the messages after ``cursor``; the last one has complete=True."""
+        """Yield batches of the messages after ``cursor``, the last marked complete."""
         spec = self._folder(folder)
         if spec.layout == "mbox":
             entries = self._mbox_entries(spec, cursor)
@@ -342,7 +346,7 @@ class FilesSource:
         return "" if spec.ref.key == "." else spec.ref.key + "/"
 
     def _message_files(self, spec: _Folder) -> list[_MessageFile]:
-        """List the one-message files of a folder: not hidden, not an mbox the scan found."""
+        """List the message files of a folder, leaving out hidden files and mboxes."""
         mbox_paths = {
             str(folder.path)
             for folder in (self._folders or {}).values()
@@ -387,7 +391,9 @@ class FilesSource:
     def _file_entries(
         self, files: list[_MessageFile], cursor: str | None
     ) -> Iterator[_Entry]:
-        keyed = sorted((natural_key(file.position), file.position, file) for file in files)
+        keyed = sorted(
+            (natural_key(file.position), file.position, file) for file in files
+        )
         if cursor:
             after = (natural_key(cursor), cursor)
             keyed = [item for item in keyed if (item[0], item[1]) > after]
@@ -444,8 +450,8 @@ class FilesSource:
                 yield _Entry(str(number), source_ref, raw=raw)
         if number < done:
             raise SyncStateExpired(
-                f"mbox {spec.ref.key} holds {number} messages but the cursor says {done} were "
-                "read; the file was rewritten, so it is read again from the start"
+                f"mbox {spec.ref.key} contains {number} messages but the cursor says "
+                f"{done} were read; the file was rewritten, so it is read again"
             )
 
     def _batches(
@@ -497,7 +503,7 @@ class FilesSource:
             return self._skip(
                 entry.source_ref, "not-a-message", "no mail header fields"
             )
-        except Exception as exc:  # noqa: BLE001 - one bad message must not stop an import
+        except Exception as exc:  # noqa: BLE001 - one message must not stop an import
             log.exception("parsing %s failed", entry.source_ref)
             return self._skip(
                 entry.source_ref, "parse-error", f"{type(exc).__name__}: {exc}"
@@ -540,9 +546,10 @@ def _read_bytes(path: str, limit: int) -> bytes | None:
 def _mbox_messages(handle: BinaryIO) -> Iterator[bytes]:
     """Split an mbox stream into raw messages without their 'From ' envelope lines.
 
-    A message starts at a line beginning 'From ' that opens the file or follows a blank line,
-    so an unescaped 'From ' inside a paragraph stays in the body. mboxrd quoting ('>From ')
-    is undone. Text before the first envelope line counts as a message when it is not blank.
+    A message starts at a line beginning 'From ' that opens the file or follows a blank
+    line, so an unescaped 'From ' inside a paragraph stays in the body. mboxrd quoting
+    ('>From ') is undone. Text before the first envelope line counts as a message when
+    it is not blank.
     """
     lines: list[bytes] = []
     started = False

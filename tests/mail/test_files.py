@@ -1,9 +1,9 @@
-"""FilesSource on real files: Maildir, mbox, .eml, message trees and the Enron corpus."""
+"""FilesSource on real files: Maildir, mbox, .eml, file trees and the Enron corpus."""
 
 from __future__ import annotations
 
-import gzip
 import csv
+import gzip
 import logging
 import os
 import shutil
@@ -26,7 +26,7 @@ CACHE_DIR = ROOT / ".cache" / "mail-tests"
 
 @pytest.fixture(scope="session")
 def enron_maildir() -> Path:
-    """Return the unpacked Enron 'maildir' folder, unpacking the tarball once per cache."""
+    """Return the unpacked Enron 'maildir' folder; the tarball is unpacked once."""
     tarball = shared_path(*ENRON_TARBALL)
     target = CACHE_DIR / f"enron-{tarball.stat().st_size}"
     if not (target / "maildir").is_dir():
@@ -37,19 +37,21 @@ def enron_maildir() -> Path:
         try:
             staging.rename(target)
         except OSError:
-            shutil.rmtree(staging)  # a parallel session unpacked it first
+            shutil.rmtree(staging)  # another test run unpacked it first
     return target / "maildir"
 
 
 @pytest.fixture(scope="session")
 def enron_manifest() -> list[dict[str, str]]:
-    """Return the manifest rows: path, folder, message_id, date_utc, from, to/cc counts."""
+    """Return the manifest rows: path, folder, message_id, date_utc, from and counts."""
     with gzip.open(shared_path(*ENRON_MANIFEST), "rt", encoding="utf-8") as handle:
         return list(csv.DictReader(handle, delimiter="\t"))
 
 
 def message(
-    subject: str, sender: str = "Ana Ruiz <ana.ruiz@harborfinch.example>", body: str = ""
+    subject: str,
+    sender: str = "Ana Ruiz <ana.ruiz@harborfinch.example>",
+    body: str = "",
 ) -> bytes:
     return (
         f"From: {sender}\r\n"
@@ -62,7 +64,9 @@ def message(
     ).encode()
 
 
-def read_all(source: FilesSource, folder: FolderRef, cursor: str | None = None) -> list[Batch]:
+def read_all(
+    source: FilesSource, folder: FolderRef, cursor: str | None = None
+) -> list[Batch]:
     return list(source.read(folder, cursor))
 
 
@@ -72,7 +76,7 @@ def folder_by_key(source: FilesSource, key: str) -> FolderRef:
     return folders[key]
 
 
-# --- Folder roles and ordering ------------------------------------------------------------
+# --- Folder roles and ordering
 
 
 @pytest.mark.parametrize(
@@ -85,7 +89,10 @@ def folder_by_key(source: FilesSource, key: str) -> FolderRef:
         ("Sent Mail", FolderRole.SENT),
         ("Gesendete Elemente", FolderRole.SENT),
         ("Éléments envoyés", FolderRole.SENT),
-        ("E\u0301le\u0301ments envoye\u0301s", FolderRole.SENT),  # NFD, as macOS stores it
+        (
+            "E\u0301le\u0301ments envoye\u0301s",
+            FolderRole.SENT,
+        ),  # NFD, as macOS stores it
         ("Enviados", FolderRole.SENT),
         ("[Gmail]/Sent Mail", FolderRole.SENT),
         (".Sent", FolderRole.SENT),
@@ -107,7 +114,15 @@ def test_folder_role_from_name(name: str, role: FolderRole) -> None:
 
 def test_natural_key_orders_numbers_by_value() -> None:
     names = ["10.", "9.", "1.", "100.", "2.", "1a.", "a."]
-    assert sorted(names, key=natural_key) == ["1.", "1a.", "2.", "9.", "10.", "100.", "a."]
+    assert sorted(names, key=natural_key) == [
+        "1.",
+        "1a.",
+        "2.",
+        "9.",
+        "10.",
+        "100.",
+        "a.",
+    ]
 
 
 def test_files_read_in_numeric_order(tmp_path: Path) -> None:
@@ -124,7 +139,7 @@ def test_files_read_in_numeric_order(tmp_path: Path) -> None:
     assert all(batch.folder_role is FolderRole.INBOX for batch in batches)
 
 
-# --- Cursors ----------------------------------------------------------------------------
+# --- Cursors
 
 
 def test_resume_after_cursor(tmp_path: Path) -> None:
@@ -178,14 +193,16 @@ def test_batch_size_splits_folder(tmp_path: Path) -> None:
     assert [batch.complete for batch in batches] == [False, False, True]
 
 
-# --- Files that are not messages ----------------------------------------------------------
+# --- Files that are not messages
 
 
 def test_broken_files_skipped_and_counted(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     (tmp_path / "1.").write_bytes(message("good"))
-    (tmp_path / "2.").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    (tmp_path / "2.").write_bytes(
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
+    )
     (tmp_path / "3.").write_bytes(b"")
     (tmp_path / "4.").write_bytes(b"x" * 2048)
     (tmp_path / ".hidden").write_bytes(message("hidden"))
@@ -194,7 +211,9 @@ def test_broken_files_skipped_and_counted(
         batches = read_all(source, folder_by_key(source, "."))
 
     items = [item for batch in batches for item in batch.items]
-    skipped = {entry.source_ref: entry.reason for batch in batches for entry in batch.skipped}
+    skipped = {
+        entry.source_ref: entry.reason for batch in batches for entry in batch.skipped
+    }
     assert [item.subject for item in items] == ["good"]
     assert skipped == {"2.": "not-a-message", "3.": "not-a-message", "4.": "too-large"}
     assert source.skip_counts == {"not-a-message": 2, "too-large": 1}
@@ -231,7 +250,7 @@ def test_fifo_in_tree_is_ignored(tmp_path: Path) -> None:
     assert all(batch.skipped == [] for batch in batches)
 
 
-# --- Layouts ------------------------------------------------------------------------------
+# --- Layouts
 
 
 def write_maildir(path: Path) -> None:
@@ -248,8 +267,12 @@ def test_maildir_with_cur_new_and_subfolder(tmp_path: Path) -> None:
     (root / "new" / "1700000002.M2P1.host").write_bytes(message("unseen"))
     (root / "tmp" / "1700000003.M3P1.host").write_bytes(message("being delivered"))
     (root / "dovecot-uidlist").write_bytes(b"3 V1 N4\n")
-    (root / ".Sent" / "cur" / "1700000004.M4P1.host:2,S").write_bytes(message("sent one"))
-    (root / ".Archive.2023" / "cur" / "1600000000.M5P1.host:2,").write_bytes(message("old"))
+    (root / ".Sent" / "cur" / "1700000004.M4P1.host:2,S").write_bytes(
+        message("sent one")
+    )
+    (root / ".Archive.2023" / "cur" / "1600000000.M5P1.host:2,").write_bytes(
+        message("old")
+    )
 
     source = FilesSource(root)
     folders = {folder.key: folder for folder in source.folders()}
@@ -262,14 +285,19 @@ def test_maildir_with_cur_new_and_subfolder(tmp_path: Path) -> None:
     assert folders[".Archive.2023"].role is FolderRole.OTHER
 
     inbox = read_all(source, folders["."])
-    assert [item.subject for batch in inbox for item in batch.items] == ["seen", "unseen"]
+    assert [item.subject for batch in inbox for item in batch.items] == [
+        "seen",
+        "unseen",
+    ]
     assert [item.source_ref for batch in inbox for item in batch.items] == [
         "cur/1700000001.M1P1.host:2,S",
         "new/1700000002.M2P1.host",
     ]
     assert inbox[-1].cursor == "1700000002.M2P1.host"
     sent = read_all(source, folders[".Sent"])
-    assert [item.folder_role for batch in sent for item in batch.items] == [FolderRole.SENT]
+    assert [item.folder_role for batch in sent for item in batch.items] == [
+        FolderRole.SENT
+    ]
 
 
 def test_maildir_flag_change_does_not_repeat(tmp_path: Path) -> None:
@@ -300,7 +328,9 @@ def mbox_bytes(*messages: bytes) -> bytes:
 def test_mbox_file_as_folder(tmp_path: Path) -> None:
     body = "Line one\nFrom the start this was planned.\n\n>From quoted line"
     path = tmp_path / "Sent.mbox"
-    path.write_bytes(mbox_bytes(message("one", body=body), message("two"), message("three")))
+    path.write_bytes(
+        mbox_bytes(message("one", body=body), message("two"), message("three"))
+    )
     source = FilesSource(path, batch_size=2)
     (ref,) = source.folders()
     assert ref.key == "Sent.mbox"
@@ -310,7 +340,11 @@ def test_mbox_file_as_folder(tmp_path: Path) -> None:
     batches = read_all(source, ref)
     items = [item for batch in batches for item in batch.items]
     assert [item.subject for item in items] == ["one", "two", "three"]
-    assert [item.source_ref for item in items] == ["Sent.mbox#1", "Sent.mbox#2", "Sent.mbox#3"]
+    assert [item.source_ref for item in items] == [
+        "Sent.mbox#1",
+        "Sent.mbox#2",
+        "Sent.mbox#3",
+    ]
     assert [batch.cursor for batch in batches] == ["2", "3"]
 
     resumed = read_all(source, ref, "2")
@@ -322,15 +356,17 @@ def test_mbox_rewritten_shorter_expires_cursor(tmp_path: Path) -> None:
     path.write_bytes(mbox_bytes(message("one")))
     source = FilesSource(path)
     (ref,) = source.folders()
-    with pytest.raises(SyncStateExpired, match="holds 1 messages"):
+    with pytest.raises(SyncStateExpired, match="contains 1 messages"):
         read_all(source, ref, "5")
     with pytest.raises(SyncStateExpired, match="not a message count"):
         read_all(source, ref, "cur/123.host")
 
 
 def test_directory_of_mbox_and_eml_files(tmp_path: Path) -> None:
-    (tmp_path / "Inbox").write_bytes(mbox_bytes(message("in mbox 1"), message("in mbox 2")))
-    (tmp_path / "Inbox.msf").write_bytes(b"// <!-- <mdb:mork:z v=\"1.4\"/> -->\n")
+    (tmp_path / "Inbox").write_bytes(
+        mbox_bytes(message("in mbox 1"), message("in mbox 2"))
+    )
+    (tmp_path / "Inbox.msf").write_bytes(b'// <!-- <mdb:mork:z v="1.4"/> -->\n')
     (tmp_path / "note.eml").write_bytes(message("saved eml"))
     nested = tmp_path / "Projects"
     nested.mkdir()
@@ -344,10 +380,15 @@ def test_directory_of_mbox_and_eml_files(tmp_path: Path) -> None:
     assert folders["Projects/Sent Items.mbox"].name == "Projects/Sent Items"
 
     mbox = read_all(source, folders["Inbox"])
-    assert [item.subject for batch in mbox for item in batch.items] == ["in mbox 1", "in mbox 2"]
+    assert [item.subject for batch in mbox for item in batch.items] == [
+        "in mbox 1",
+        "in mbox 2",
+    ]
     loose = read_all(source, folders["."])
     assert [item.subject for batch in loose for item in batch.items] == ["saved eml"]
-    assert [entry.source_ref for batch in loose for entry in batch.skipped] == ["Inbox.msf"]
+    assert [entry.source_ref for batch in loose for entry in batch.skipped] == [
+        "Inbox.msf"
+    ]
 
 
 def test_single_eml_file(tmp_path: Path) -> None:
@@ -357,7 +398,9 @@ def test_single_eml_file(tmp_path: Path) -> None:
     (ref,) = source.folders()
     assert ref.key == "offer.eml"
     batches = read_all(source, ref)
-    assert [item.source_ref for batch in batches for item in batch.items] == ["offer.eml"]
+    assert [item.source_ref for batch in batches for item in batch.items] == [
+        "offer.eml"
+    ]
     assert batches[-1].complete is True
     assert read_all(source, ref, batches[-1].cursor)[0].items == []
 
@@ -367,7 +410,9 @@ def test_case_inputs_folder(cases_dir: Path) -> None:
     folders = {folder.key: folder for folder in source.folders()}
     assert {"B04.mbox", "B13.mbox", "B15.mbox", "B20.mbox", "B22.mbox"} <= set(folders)
     loose = read_all(source, folders["."])
-    subjects = {item.source_ref: item.subject for batch in loose for item in batch.items}
+    subjects = {
+        item.source_ref: item.subject for batch in loose for item in batch.items
+    }
     assert subjects["B01.eml"] == "Intro call next week"
     assert subjects["B06.eml"] == "Quarterly numbers"
     skipped = {entry.source_ref for batch in loose for entry in batch.skipped}
@@ -376,7 +421,7 @@ def test_case_inputs_folder(cases_dir: Path) -> None:
     assert len([item for batch in b22 for item in batch.items]) == 4
 
 
-# --- Errors at construction ---------------------------------------------------------------
+# --- Errors at construction
 
 
 def test_missing_path_rejected(tmp_path: Path) -> None:
@@ -393,10 +438,12 @@ def test_unknown_folder_key_rejected(tmp_path: Path) -> None:
     (tmp_path / "1.").write_bytes(message("one"))
     source = FilesSource(tmp_path)
     with pytest.raises(InputError, match="not under"):
-        read_all(source, FolderRef(key="nowhere", name="nowhere", role=FolderRole.OTHER))
+        read_all(
+            source, FolderRef(key="nowhere", name="nowhere", role=FolderRole.OTHER)
+        )
 
 
-# --- The Enron corpus ---------------------------------------------------------------------
+# --- The Enron corpus
 
 
 def test_enron_mailbox_folders_and_counts(

@@ -1,4 +1,4 @@
-"""Header parsing on real-world mail: names, addresses, dates, bulk signals and the corpus."""
+"""Header parsing of real mail: names, addresses, dates, bulk signals and the corpus."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from bot.mail.headers import (
 )
 from bot.mail.types import FolderRole, MailItem, Participant
 from bot.timeutil import isoformat_z
-from tests.mail.test_files import enron_manifest, enron_maildir  # noqa: F401 - fixtures
+from tests.mail.test_files import enron_maildir, enron_manifest  # noqa: F401 - fixtures
 
 NOW = datetime(2024, 12, 1, tzinfo=timezone.utc)
 
@@ -31,11 +31,17 @@ def parse(
     mailbox_tz: str | None = None,
     threshold: int = 20,
 ) -> MailItem:
-    raw = headers.strip("\n").replace("\n", "\r\n").encode("utf-8") + b"\r\n\r\n" + body.encode()
+    raw = (
+        headers.strip("\n").replace("\n", "\r\n").encode("utf-8")
+        + b"\r\n\r\n"
+        + body.encode()
+    )
     return parse_raw(raw, mailbox_tz=mailbox_tz, threshold=threshold)
 
 
-def parse_raw(raw: bytes, *, mailbox_tz: str | None = None, threshold: int = 20) -> MailItem:
+def parse_raw(
+    raw: bytes, *, mailbox_tz: str | None = None, threshold: int = 20
+) -> MailItem:
     return parse_message(
         raw,
         source_ref="test",
@@ -51,7 +57,7 @@ def addresses(participants: list[Participant]) -> list[str | None]:
     return [participant.address for participant in participants]
 
 
-# --- Display names and address lists --------------------------------------------------------
+# --- Display names and address lists
 
 
 def test_encoded_name_with_comma() -> None:
@@ -84,13 +90,17 @@ To: Robin Hale <robin.hale@example.org>, Okafor, Nadia <nadia.okafor@northwind.e
 
 def test_fragments_without_domain_dropped() -> None:
     defects: list[str] = []
-    found = parse_addresses('Theo, "Theo Marsh", Okafor, robin@localhost, x@1.2.3.4', defects)
+    found = parse_addresses(
+        'Theo, "Theo Marsh", Okafor, robin@localhost, x@1.2.3.4', defects
+    )
     assert found == []
     assert "address-without-valid-domain" in defects
 
 
 def test_encoded_comma_not_split() -> None:
-    found = parse_addresses("=?utf-8?B?TGluZHF2aXN0LCBNYWph?= <maja@example.com>, b@example.com")
+    found = parse_addresses(
+        "=?utf-8?B?TGluZHF2aXN0LCBNYWph?= <maja@example.com>, b@example.com"
+    )
     assert found == [
         Participant("maja@example.com", "Lindqvist, Maja"),
         Participant("b@example.com", None),
@@ -176,11 +186,17 @@ def test_comment_supplies_name() -> None:
     ("value", "name"),
     [
         ("Buy, Rick </O=ENRON/OU=NA/CN=RECIPIENTS/CN=RBUY>", "Buy, Rick"),
-        ('"Lind, Sofia" </o=ExampleOrg/ou=Exchange Administrative Group/cn=Recipients/cn=slind>',
-         "Lind, Sofia"),
+        (
+            '"Lind, Sofia" </o=ExampleOrg/ou=Exchange Administrative Group'
+            "/cn=Recipients/cn=slind>",
+            "Lind, Sofia",
+        ),
         ("Jules Morel <EX:/O=ORBIT/OU=FIRST/CN=RECIPIENTS/CN=JMOREL>", "Jules Morel"),
-        ("ISO Market Participants <IMCEAEX-_O=CAISO_OU=CORPORATE_CN=ISO+20MARKET@caiso.com>",
-         "ISO Market Participants"),
+        (
+            "ISO Market Participants"
+            " <IMCEAEX-_O=CAISO_OU=CORPORATE_CN=ISO+20MARKET@caiso.com>",
+            "ISO Market Participants",
+        ),
     ],
 )
 def test_exchange_dn_is_never_an_address(value: str, name: str) -> None:
@@ -189,15 +205,21 @@ def test_exchange_dn_is_never_an_address(value: str, name: str) -> None:
 
 def test_exchange_dn_detection() -> None:
     assert is_exchange_dn("/O=ENRON/OU=NA/CN=RECIPIENTS/CN=RBUY")
-    assert is_exchange_dn("/o=exchangelabs/ou=exchange administrative group/cn=recipients/cn=x")
-    assert is_exchange_dn("IMCEAEX-_O=VINSON+20+26+20ELKINS_OU=VELAW_CN=RECIPIENTS@velaw.com")
+    assert is_exchange_dn(
+        "/o=exchangelabs/ou=exchange administrative group/cn=recipients/cn=x"
+    )
+    assert is_exchange_dn(
+        "IMCEAEX-_O=VINSON+20+26+20ELKINS_OU=VELAW_CN=RECIPIENTS@velaw.com"
+    )
     assert not is_exchange_dn("olivia@example.com")
     assert parse_addresses("/O=ENRON/OU=NA/CN=RECIPIENTS/CN=RBUY") == []
 
 
 def test_thousands_of_recipients() -> None:
     to = ", ".join(f"Person {n} <person{n}@example.com>" for n in range(5000))
-    item = parse(f"From: a@example.com\nTo: {to}\nDate: Tue, 04 Jun 2024 10:00:00 +0000")
+    item = parse(
+        f"From: a@example.com\nTo: {to}\nDate: Tue, 04 Jun 2024 10:00:00 +0000"
+    )
     assert len(item.to) == 5000
     assert item.to[4999] == Participant("person4999@example.com", "Person 4999")
     assert item.is_bulk is True
@@ -219,7 +241,7 @@ def test_folded_header_unfolded() -> None:
     assert addresses(item.to) == ["a@example.com", "b@example.com"]
 
 
-# --- Exported archives: X-From, X-To and X-cc ------------------------------------------------
+# --- Exported archives: X-From, X-To and X-cc
 
 
 @pytest.mark.parametrize(
@@ -227,7 +249,10 @@ def test_folded_header_unfolded() -> None:
     [
         ("Phillip K Allen", "Phillip K Allen"),
         ("David W Delainey/HOU/ECT@ECT", "David W Delainey"),
-        ("Kitchen, Louise </O=ENRON/OU=NA/CN=RECIPIENTS/CN=LKITCHEN>", "Kitchen, Louise"),
+        (
+            "Kitchen, Louise </O=ENRON/OU=NA/CN=RECIPIENTS/CN=LKITCHEN>",
+            "Kitchen, Louise",
+        ),
         ('"Hetrick, Nancy" <Nancy.Hetrick@ENRON.com>@ENRON', "Hetrick, Nancy"),
         ("Ken Lay- Chairman of the Board@ENRON", "Ken Lay- Chairman of the Board"),
         ("Erica Tollefson (E-mail) <ericatollefson@yahoo.com>", "Erica Tollefson"),
@@ -265,7 +290,8 @@ def test_x_to_names_matched_by_position() -> None:
 From: rick.buy@enron.com
 To: louise.kitchen@enron.com, john.lavorato@enron.com
 Cc: mike.grigsby@enron.com
-X-To: Kitchen, Louise </O=ENRON/OU=NA/CN=RECIPIENTS/CN=LKITCHEN>, John J Lavorato/Corp/Enron@Enron
+X-To: Kitchen, Louise </O=ENRON/OU=NA/CN=RECIPIENTS/CN=LKITCHEN>,
+ John J Lavorato/Corp/Enron@Enron
 X-cc: Grigsby, Mike </O=ENRON/OU=NA/CN=RECIPIENTS/CN=MGRIGSB>
 """
     )
@@ -298,7 +324,7 @@ X-To: Amy One <b.two@enron.com>, Bob Two <a.one@enron.com>
     assert [participant.name for participant in item.to] == [None, None]
 
 
-# --- Dates ----------------------------------------------------------------------------------
+# --- Dates
 
 
 def test_impossible_date_uses_newest_received() -> None:
@@ -353,14 +379,35 @@ def test_missing_date_uses_received() -> None:
     ("date", "expected"),
     [
         ("Tue, 05 Mar 2024 09:15:00", datetime(2024, 3, 5, 8, 15, tzinfo=timezone.utc)),
-        ("Wed, 10 Jul 2024 09:15:00", datetime(2024, 7, 10, 7, 15, tzinfo=timezone.utc)),
-        ("Wed, 10 Jul 2024 09:15:00 CEST", datetime(2024, 7, 10, 7, 15, tzinfo=timezone.utc)),
-        ("Wed, 10 Jul 2024 09:15:00 -0000", datetime(2024, 7, 10, 9, 15, tzinfo=timezone.utc)),
-        ("Wed, 10 Jul 2024 09:15:00 +0000", datetime(2024, 7, 10, 9, 15, tzinfo=timezone.utc)),
-        ("Wed, 10 Jul 2024 09:15:00 EDT", datetime(2024, 7, 10, 13, 15, tzinfo=timezone.utc)),
+        (
+            "Wed, 10 Jul 2024 09:15:00",
+            datetime(2024, 7, 10, 7, 15, tzinfo=timezone.utc),
+        ),
+        (
+            "Wed, 10 Jul 2024 09:15:00 CEST",
+            datetime(2024, 7, 10, 7, 15, tzinfo=timezone.utc),
+        ),
+        (
+            "Wed, 10 Jul 2024 09:15:00 -0000",
+            datetime(2024, 7, 10, 9, 15, tzinfo=timezone.utc),
+        ),
+        (
+            "Wed, 10 Jul 2024 09:15:00 +0000",
+            datetime(2024, 7, 10, 9, 15, tzinfo=timezone.utc),
+        ),
+        (
+            "Wed, 10 Jul 2024 09:15:00 EDT",
+            datetime(2024, 7, 10, 13, 15, tzinfo=timezone.utc),
+        ),
         ("10 Jul 24 09:15 +0100", datetime(2024, 7, 10, 8, 15, tzinfo=timezone.utc)),
-        ("Mon, 14 May 2001 16:39:00 -0700 (PDT)", datetime(2001, 5, 14, 23, 39, tzinfo=timezone.utc)),
-        ("Sat, 28 Jan 0002 13:00:10 -0800 (PST)", datetime(2002, 1, 28, 21, 0, 10, tzinfo=timezone.utc)),
+        (
+            "Mon, 14 May 2001 16:39:00 -0700 (PDT)",
+            datetime(2001, 5, 14, 23, 39, tzinfo=timezone.utc),
+        ),
+        (
+            "Sat, 28 Jan 0002 13:00:10 -0800 (PST)",
+            datetime(2002, 1, 28, 21, 0, 10, tzinfo=timezone.utc),
+        ),
     ],
 )
 def test_date_read_in_mailbox_zone(date: str, expected: datetime) -> None:
@@ -380,7 +427,7 @@ def test_unknown_mailbox_zone_rejected() -> None:
         parse("From: a@example.com", mailbox_tz="Europe/Atlantis")
 
 
-# --- Damaged and incomplete messages ---------------------------------------------------------
+# --- Damaged and incomplete messages
 
 
 def test_eight_bit_header_in_unknown_charset() -> None:
@@ -413,7 +460,12 @@ def test_missing_from_date_and_message_id() -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"", b"\x89PNG\r\n\x1a\n\x00\x00", b"just some text\nwith lines\n", b"Note: buy milk\n"],
+    [
+        b"",
+        b"\x89PNG\r\n\x1a\n\x00\x00",
+        b"just some text\nwith lines\n",
+        b"Note: buy milk\n",
+    ],
 )
 def test_not_a_message_raises(raw: bytes) -> None:
     with pytest.raises(NotAMessage, match="not an RFC 5322 message"):
@@ -421,11 +473,13 @@ def test_not_a_message_raises(raw: bytes) -> None:
 
 
 def test_mbox_envelope_line_skipped() -> None:
-    raw = b"From ana@example.com Tue Jun  4 10:00:00 2024\nFrom: ana@example.com\n\nhi\n"
+    raw = (
+        b"From ana@example.com Tue Jun  4 10:00:00 2024\nFrom: ana@example.com\n\nhi\n"
+    )
     assert parse_raw(raw).sender == Participant("ana@example.com", None)
 
 
-# --- Ids, subject and body digest ------------------------------------------------------------
+# --- Ids, subject and body digest
 
 
 def test_message_ids_parsed() -> None:
@@ -454,19 +508,25 @@ def test_body_digest_ignores_line_ends() -> None:
     assert crlf.body_hash != other.body_hash
 
 
-# --- Bulk mail and automatic replies ---------------------------------------------------------
+# --- Bulk mail and automatic replies
 
 
 @pytest.mark.parametrize(
     ("extra", "reason"),
     [
         ("List-Id: Growth Forum <growth-forum.lists.example.net>", "list-id"),
-        ("List-Unsubscribe: <mailto:unsubscribe@mailer.example.net>", "list-unsubscribe"),
+        (
+            "List-Unsubscribe: <mailto:unsubscribe@mailer.example.net>",
+            "list-unsubscribe",
+        ),
         ("Precedence: bulk", "precedence-bulk"),
         ("Precedence: List", "precedence-list"),
         ("Precedence: junk", "precedence-junk"),
         ("Auto-Submitted: auto-generated", "auto-submitted-auto-generated"),
-        ("Auto-Submitted: auto-notified; owner-email=x@example.com", "auto-submitted-auto-notified"),
+        (
+            "Auto-Submitted: auto-notified; owner-email=x@example.com",
+            "auto-submitted-auto-notified",
+        ),
     ],
 )
 def test_bulk_signal(extra: str, reason: str) -> None:
@@ -553,13 +613,18 @@ def test_auto_reply_subject(subject: str) -> None:
 
 @pytest.mark.parametrize(
     "subject",
-    ["Out of office on Thursday", "Out of Office Procedure", "Re: automatic reply rules", ""],
+    [
+        "Out of office on Thursday",
+        "Out of Office Procedure",
+        "Re: automatic reply rules",
+        "",
+    ],
 )
 def test_ordinary_subject_not_auto_reply(subject: str) -> None:
     assert parse(f"From: a@example.com\nSubject: {subject}").is_auto_reply is False
 
 
-# --- Mailing lists that rewrite From ----------------------------------------------------------
+# --- Mailing lists that rewrite From
 
 
 LIST_POST = """
@@ -579,7 +644,8 @@ def test_list_author_from_reply_to() -> None:
 def test_list_author_from_cc() -> None:
     item = parse(
         LIST_POST
-        + "Reply-To: growth-forum@lists.example.net\nCc: Raman, Priya <priya.raman@bluepeak.example>"
+        + "Reply-To: growth-forum@lists.example.net\n"
+        + "Cc: Raman, Priya <priya.raman@bluepeak.example>"
     )
     assert item.author == Participant("priya.raman@bluepeak.example", "Raman, Priya")
 
@@ -598,7 +664,7 @@ def test_via_name_without_list_fields_keeps_author_empty() -> None:
     assert item.list_id is None
 
 
-# --- Input cases ------------------------------------------------------------------------------
+# --- Input cases
 
 
 def case_items(cases_dir: Path, name: str) -> list[MailItem]:
@@ -639,7 +705,9 @@ def test_case_encoded_comma_names(cases_dir: Path) -> None:
     for contact in want["contacts"]:
         assert by_address[contact["address"]] in contact["name_any_of"]
     assert all(p.address and "@" in p.address for p in all_participants([item]))
-    assert len(by_address) == want["contact_count"] + 1  # the owner is the third address
+    assert (
+        len(by_address) == want["contact_count"] + 1
+    )  # the owner is the third address
 
 
 def test_case_unquoted_comma_names(cases_dir: Path) -> None:
@@ -690,7 +758,10 @@ def test_case_address_letter_case(cases_dir: Path) -> None:
     outbound = [item for item in items if maja in addresses(item.recipients)]
     assert len(inbound) == want["contacts"][0]["inbound"]
     assert len(outbound) == want["contacts"][0]["outbound"]
-    assert {p.address for p in all_participants(items)} == {maja, "robin.hale@example.org"}
+    assert {p.address for p in all_participants(items)} == {
+        maja,
+        "robin.hale@example.org",
+    }
 
 
 def test_case_list_rewrites_from(cases_dir: Path) -> None:
@@ -713,7 +784,11 @@ def test_case_auto_replies(cases_dir: Path) -> None:
         if item.sender and item.sender.address in want["inbound"]
     }
     assert replies == {address: True for address in want["inbound"]}
-    outbound = [item for item in items if item.sender and item.sender.address == "robin.hale@example.org"]
+    outbound = [
+        item
+        for item in items
+        if item.sender and item.sender.address == "robin.hale@example.org"
+    ]
     assert [f"<{item.message_id}>" for item in outbound] == [
         opportunity["thread_message_id"] for opportunity in want["opportunities"]
     ]
@@ -723,40 +798,69 @@ def test_case_auto_replies(cases_dir: Path) -> None:
 def test_case_duplicates_and_missing_ids(cases_dir: Path) -> None:
     items = case_items(cases_dir, "B22.mbox")
     want = expected(cases_dir, "B22")
-    ana = [item for item in items if item.sender and item.sender.address == "ana.ruiz@harborfinch.example"]
-    kofi = [item for item in items if item.sender and item.sender.address == "kofi.mensah@harborfinch.example"]
-    assert len({(item.message_id, item.body_hash) for item in ana}) == want["inbound"][ana[0].sender.address]
+    ana = [
+        item
+        for item in items
+        if item.sender and item.sender.address == "ana.ruiz@harborfinch.example"
+    ]
+    kofi = [
+        item
+        for item in items
+        if item.sender and item.sender.address == "kofi.mensah@harborfinch.example"
+    ]
+    assert (
+        len({(item.message_id, item.body_hash) for item in ana})
+        == want["inbound"][ana[0].sender.address]
+    )
     assert [item.message_id for item in kofi] == [None, None]
-    assert len({item.body_hash for item in kofi}) == want["inbound"][kofi[0].sender.address]
-    assert len({(item.message_id, item.body_hash) for item in items}) == want["messages_stored"]
+    assert (
+        len({item.body_hash for item in kofi})
+        == want["inbound"][kofi[0].sender.address]
+    )
+    assert (
+        len({(item.message_id, item.body_hash) for item in items})
+        == want["messages_stored"]
+    )
 
 
-# --- The Enron corpus -------------------------------------------------------------------------
+# --- The Enron corpus
 
 
 def test_enron_corpus_matches_manifest(
-    enron_maildir: Path, enron_manifest: list[dict[str, str]]  # noqa: F811 - fixtures
+    enron_maildir: Path,  # noqa: F811 - the fixture imported above
+    enron_manifest: list[dict[str, str]],  # noqa: F811
 ) -> None:
     mismatched: list[str] = []
     named_senders = 0
     for row in enron_manifest:
         raw = (enron_maildir.parent / row["path"]).read_bytes()
-        item = parse_message(raw, source_ref=row["path"], folder=row["folder"], folder_role=FolderRole.OTHER, now=NOW)
+        item = parse_message(
+            raw,
+            source_ref=row["path"],
+            folder=row["folder"],
+            folder_role=FolderRole.OTHER,
+            now=NOW,
+        )
         assert f"<{item.message_id}>" == row["message_id"], row["path"]
         if row["date_utc"] >= "1980-01-02":
             assert isoformat_z(item.sent_at) == row["date_utc"], row["path"]
         else:
             assert item.sent_at is None, row["path"]
             assert item.date_defect is not None
-        # The manifest counts raw comma-separated fragments; DNs and domain-less fragments
-        # are dropped here on purpose, and those messages carry a defect that says so.
-        clean = not {"exchange-dn-address", "address-without-valid-domain"} & set(item.defects)
+        # The manifest counts raw comma-separated fragments; DNs and domain-less
+        # fragments are dropped here on purpose, and those messages carry a defect that
+        # says so.
+        clean = not {"exchange-dn-address", "address-without-valid-domain"} & set(
+            item.defects
+        )
         sender = item.sender.address if item.sender else ""
         # A few manifest rows hold the raw From value ('legal <.hall@enron.com>').
         listed = parse_addresses(row["from"])
         listed_sender = listed[0].address if listed else row["from"]
         if clean and (sender, len(item.to), len(item.cc)) != (
-            listed_sender, int(row["to_count"]), int(row["cc_count"])
+            listed_sender,
+            int(row["to_count"]),
+            int(row["cc_count"]),
         ):
             mismatched.append(row["path"])
         named_senders += bool(item.sender and item.sender.name)
