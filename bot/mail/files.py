@@ -230,9 +230,8 @@ class FilesSource:
             )
         if batch_size < 1:
             raise InputError(f"batch size {batch_size} is invalid; use 1 or more")
-        mailbox_zone(
-            mailbox_tz
-        )  # raises ConfigError now rather than on the first message
+        # An unknown zone raises ConfigError here rather than on the first message.
+        mailbox_zone(mailbox_tz)
         self.mailbox_tz = mailbox_tz
         self.batch_size = batch_size
         self.bulk_recipient_threshold = bulk_recipient_threshold
@@ -305,9 +304,13 @@ class FilesSource:
 
     def _maildir_folder(self, path: Path, relative: str) -> _Folder:
         if relative == ".":
-            return _Folder(
-                FolderRef(key=".", name="INBOX", role=FolderRole.INBOX), "maildir", path
-            )
+            # A Maildir root is the inbox, unless its own name says otherwise, as for a
+            # path to 'Maildir/.Sent' or to an isync 'Mail/Sent'.
+            role = folder_role(path.name)
+            if role is FolderRole.OTHER:
+                role = FolderRole.INBOX
+            name = "INBOX" if role is FolderRole.INBOX else path.name.lstrip(".")
+            return _Folder(FolderRef(key=".", name=name, role=role), "maildir", path)
         parent, _, leaf = relative.rpartition("/")
         display = leaf.lstrip(".").replace(".", "/") if leaf.startswith(".") else leaf
         name = f"{parent}/{display}" if parent else display
@@ -391,13 +394,14 @@ class FilesSource:
     def _file_entries(
         self, files: list[_MessageFile], cursor: str | None
     ) -> Iterator[_Entry]:
-        keyed = sorted(
-            (natural_key(file.position), file.position, file) for file in files
-        )
+        def order(file: _MessageFile) -> tuple[tuple[tuple[int, int, str], ...], str]:
+            return natural_key(file.position), file.position
+
+        ordered = sorted(files, key=order)
         if cursor:
             after = (natural_key(cursor), cursor)
-            keyed = [item for item in keyed if (item[0], item[1]) > after]
-        for _, _, file in keyed:
+            ordered = [file for file in ordered if order(file) > after]
+        for file in ordered:
             yield self._read_file(file)
 
     def _read_file(self, file: _MessageFile) -> _Entry:

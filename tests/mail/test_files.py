@@ -421,6 +421,30 @@ def test_case_inputs_folder(cases_dir: Path) -> None:
     assert len([item for batch in b22 for item in batch.items]) == 4
 
 
+def test_maildir_subfolder_given_directly(tmp_path: Path) -> None:
+    sent = tmp_path / "Maildir" / ".Sent"
+    write_maildir(sent)
+    (sent / "cur" / "1700000004.M4P1.host:2,S").write_bytes(message("sent one"))
+    (ref,) = FilesSource(sent).folders()
+    assert ref.key == "."
+    assert ref.name == "Sent"
+    assert ref.role is FolderRole.SENT
+
+
+def test_isync_layout_of_named_maildirs(tmp_path: Path) -> None:
+    for name in ("Inbox", "Sent", "Archive"):
+        write_maildir(tmp_path / name)
+        (tmp_path / name / "cur" / "1700000001.M1P1.host:2,S").write_bytes(
+            message(name)
+        )
+    folders = {folder.key: folder for folder in FilesSource(tmp_path).folders()}
+    assert {key: folder.role for key, folder in folders.items()} == {
+        "Archive": FolderRole.OTHER,
+        "Inbox": FolderRole.INBOX,
+        "Sent": FolderRole.SENT,
+    }
+
+
 # --- Errors at construction
 
 
