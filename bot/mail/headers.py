@@ -610,7 +610,8 @@ _MINUS_ZERO = re.compile(r"(?:^|\s)-0000\b")
 def mailbox_zone(name: str | None) -> tzinfo:
     """Return the zone that a mailbox's dates without an offset are read in.
 
-    None and 'UTC' give UTC. Raises ConfigError for a name that is not in the IANA time zone database.
+    None and 'UTC' give UTC. Raises ConfigError for a name that is not in the IANA time
+    zone database.
     """
     if name is None or name.upper() == "UTC":
         return timezone.utc
