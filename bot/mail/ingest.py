@@ -290,6 +290,16 @@ class AddressBook:
         )
         return result
 
+    def ensure(self, session: Session, address: str, name: str | None, kind: str | None = None) -> int:
+        """Return the id of one address, creating it when it is new.
+
+        The id is cached at once: a caller whose transaction rolls back must discard this
+        AddressBook.
+        """
+        address_id = self.resolve(session.connection(), {address: (name, kind)})[address]
+        self.commit()
+        return address_id
+
     def commit(self) -> None:
         ids, named, lists = self._pending
         self.ids.update(ids)
