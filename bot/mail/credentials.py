@@ -59,8 +59,8 @@ class Secrets:
         return self.get("client_secret") or self.get("secret")
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{key}=***" for key in sorted(self.values))
-        return f"Secrets({self.reference}: {shown})"
+        masked = ", ".join(f"{key}=***" for key in sorted(self.values))
+        return f"Secrets({self.reference}: {masked})"
 
     __str__ = __repr__
 
@@ -151,7 +151,8 @@ def _check_object(data: object, where: str) -> dict[str, str]:
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 
 
-def _bundle_session_class() -> type:
+def _bundle_session(bundle: str):  # type: ignore[no-untyped-def]
+    """Return a requests session that verifies every request against ``bundle``."""
     import requests
 
     class BundleSession(requests.Session):
@@ -166,18 +167,16 @@ def _bundle_session_class() -> type:
                 kwargs["verify"] = self.verify
             return super().request(method, url, **kwargs)
 
-    return BundleSession
-
-
-def _BundleSession():  # type: ignore[no-untyped-def]
-    return _bundle_session_class()()
+    session = BundleSession()
+    session.verify = bundle
+    return session
 
 
 class AppTokenProvider:
     """App-only access tokens from MSAL's client-credentials flow, for one app in one tenant.
 
-    MSAL caches the token and asks the identity provider again only when it has expired, so
-    callers request a token before every batch. ``authority_host`` and ``verify`` exist so
+    MSAL caches the token and requests a new one from the identity provider only when it has
+    expired, so callers request a token before every batch. ``authority_host`` and ``verify`` exist so
     that a national cloud, or a test identity provider on loopback, can be named.
     """
 
@@ -210,10 +209,7 @@ class AppTokenProvider:
             import requests
 
             well_known = self.authority.startswith(DEFAULT_AUTHORITY_HOST + "/")
-            http_client = None
-            if isinstance(self._verify, str):
-                http_client = _BundleSession()
-                http_client.verify = self._verify
+            http_client = _bundle_session(self._verify) if isinstance(self._verify, str) else None
             try:
                 self._app = msal.ConfidentialClientApplication(
                     self.client_id,
@@ -222,8 +218,8 @@ class AppTokenProvider:
                     verify=self._verify,
                     http_client=http_client,
                     timeout=self._timeout,
-                    # Instance discovery asks login.microsoftonline.com about other hosts; a
-                    # configured host is trusted as given instead.
+                    # Instance discovery queries login.microsoftonline.com about other hosts, so
+                    # a configured host is trusted as given instead.
                     instance_discovery=None if well_known else False,
                 )
             except (ValueError, requests.RequestException) as exc:

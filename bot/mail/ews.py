@@ -1,11 +1,11 @@
 """Read an Exchange Server mailbox over Exchange Web Services with exchangelib 5.6.
 
 This is the only module that imports exchangelib. The source reads each folder with
-SyncFolderItems one page at a time and hands every page to the importer as a batch whose
-cursor is the sync state after that page, so an interrupted run resumes after the last
-stored page. SyncFolderItems, like FindItem, cannot return recipient collections, so each
-page costs one GetItem request per ``fetch_chunk`` items for the metadata fields; message
-bodies are never requested.
+SyncFolderItems, one page at a time. Every page becomes a batch whose cursor is the sync
+state after that page, so an interrupted run resumes after the last stored page.
+SyncFolderItems, like FindItem, cannot return recipient collections, so each page also costs
+one GetItem request per ``fetch_chunk`` items for the metadata fields. Message bodies are
+never requested.
 
 exchangelib runs with its FailFast retry policy, so every ErrorServerBusy reaches this
 module with the server's back-off hint: the source waits when the hint fits within
@@ -166,7 +166,7 @@ class EwsSettings:
         if not self.ews_url and not self.autodiscover:
             raise ConfigError(f"{where}: give ews_url (https://mail.example.com/EWS/Exchange.asmx) or autodiscover")
         if self.ews_url and not self.ews_url.startswith(("https://", "http://")):
-            raise ConfigError(f"{where}: ews_url {self.ews_url!r} must start with https://")
+            raise ConfigError(f"{where}: ews_url {self.ews_url!r} is not an https:// URL (http:// only for tests)")
         if self.auth not in ("basic", "ntlm", "oauth2"):
             raise ConfigError(f"{where}: auth {self.auth!r} is invalid; use basic, ntlm or oauth2")
         if self.access not in ("impersonation", "delegate"):
@@ -213,9 +213,9 @@ def folder_role(name: str, where: str = "EWS settings") -> FolderRole:
 class MsalOAuth2Credentials(OAuth2Credentials):
     """exchangelib OAuth 2.0 credentials whose tokens come from MSAL.
 
-    exchangelib's own client-credentials flow always asks login.microsoftonline.com; MSAL
-    takes a configurable authority and certificate bundle. ``refresh`` is what exchangelib
-    calls when a token has expired.
+    exchangelib's own client-credentials flow always requests tokens from
+    login.microsoftonline.com, while MSAL takes a configurable authority and CA bundle.
+    exchangelib calls ``refresh`` when a token has expired.
     """
 
     def __init__(self, provider: AppTokenProvider, identity: Identity):
@@ -253,9 +253,9 @@ class MsalOAuth2Credentials(OAuth2Credentials):
 class BundleAdapter(requests.adapters.HTTPAdapter):
     """An HTTP adapter that verifies chosen EWS servers against their own CA bundle.
 
-    exchangelib builds every session's adapter from ``BaseProtocol.HTTP_ADAPTER_CLS``; a
-    bundle given per request here also wins over REQUESTS_CA_BUNDLE, which requests would
-    otherwise put in place of a session's setting.
+    exchangelib builds every session's adapter from ``BaseProtocol.HTTP_ADAPTER_CLS``. The
+    bundle is passed with each request because requests would otherwise replace a session's
+    setting with REQUESTS_CA_BUNDLE.
     """
 
     bundles: dict[str, str] = {}  # "https://host:port/" -> CA bundle path
@@ -341,8 +341,8 @@ class EwsSource:
         access_type = IMPERSONATION if settings.access == "impersonation" else DELEGATE
         tz = EWSTimeZone(settings.timezone)
         if settings.autodiscover and not settings.ews_url:
-            # NOTE: autodiscover asks DNS and the mail domain's web servers; the test suite
-            # cannot reach those, so only the fixed-URL path runs in tests.
+            # NOTE: autodiscover queries DNS and the mail domain's web servers. The test suite
+            # cannot reach those, so only the fixed-URL path is tested.
             config = Configuration(
                 credentials=credentials, auth_type=auth_type, version=version, retry_policy=FailFast()
             )
@@ -599,23 +599,23 @@ class EwsSource:
 
     def _resolve_legacy_dns(self, items: list[Any]) -> None:
         """Resolve every legacy DN of these items to SMTP with ResolveNames, once per run."""
-        wanted: dict[str, str] = {}
+        pending: dict[str, str] = {}
         for item in items:
             for mailbox in _all_mailboxes(item):
                 address = (getattr(mailbox, "email_address", None) or "").strip()
                 if not is_legacy_dn(address, getattr(mailbox, "routing_type", None)):
                     continue
                 key = address.lower()
-                if key in self._dn_cache or key in wanted:
+                if key in self._dn_cache or key in pending:
                     continue
                 shared = _DN_CACHE.get((self._endpoint_key(), key), _MISSING)
                 if shared is not _MISSING:
                     self._dn_cache[key] = shared  # type: ignore[assignment]
                     continue
-                wanted[key] = address
-        if not wanted:
+                pending[key] = address
+        if not pending:
             return
-        for key, address in wanted.items():
+        for key, address in pending.items():
             smtp = self._call(lambda: self._resolve_one(address), "resolving a legacy Exchange address")
             self._dn_cache[key] = smtp
             _remember_dn(self._endpoint_key(), key, smtp)
@@ -623,8 +623,8 @@ class EwsSource:
                 log.info("legacy Exchange address in mailbox %s did not resolve; kept as a name only", self.settings.owner)
 
     def _resolve_one(self, address: str) -> str | None:
-        # One entry per request: a request with several entries returns a variable number of
-        # mailboxes when an entry is ambiguous, which loses the order of the answers.
+        # One entry per request, because a request with several entries returns a variable
+        # number of mailboxes when an entry is ambiguous, and the results no longer line up.
         try:
             results = self.account.protocol.resolve_names([address], return_full_contact_data=False)
         except ResponseMessageError as exc:
@@ -662,9 +662,9 @@ class EwsSource:
                 continue
             attendees = []
             for attendee in list(item.required_attendees or []) + list(item.optional_attendees or []):
-                who = self.participant(attendee.mailbox)
-                if who is not None:
-                    attendees.append(MeetingAttendee(who, attendee.response_type))
+                participant = self.participant(attendee.mailbox)
+                if participant is not None:
+                    attendees.append(MeetingAttendee(participant, attendee.response_type))
             starts_at = self.to_utc(item.start) if isinstance(item.start, datetime) else None
             if starts_at is None:
                 # An all-day item has a date; it starts at midnight in the mailbox's zone.
@@ -713,12 +713,12 @@ class EwsSource:
 
     # --- error handling -------------------------------------------------------------------
 
-    def _call(self, function: Callable[[], T], what: str) -> T:
+    def _call(self, function: Callable[[], T], action: str) -> T:
         """Run one EWS request, waiting on ErrorServerBusy and retrying transient failures.
 
         A back-off hint that does not fit in what is left of ``max_wait_seconds`` for this
-        request raises SourceDeferred; transient failures are retried ``transient_retries``
-        times with exponential delays, then raised as SourceError.
+        request raises SourceDeferred. Transient failures are retried ``transient_retries``
+        times with exponential delays and then raised as SourceError.
         """
         settings = self.settings
         waited = 0.0
@@ -730,30 +730,30 @@ class EwsSource:
                 hint = float(exc.back_off) if exc.back_off else 60.0
                 if waited + hint > settings.max_wait_seconds:
                     raise SourceDeferred(
-                        f"Exchange at {self._endpoint_key()} is busy and asked to wait {hint:.0f}s while "
-                        f"{what} for {settings.owner}, more than the allowed {settings.max_wait_seconds:.0f}s; "
-                        "the sync is rescheduled",
+                        f"Exchange at {self._endpoint_key()} is busy and requested a wait of {hint:.0f}s while "
+                        f"{action} for {settings.owner}, which would exceed the allowed "
+                        f"{settings.max_wait_seconds:.0f}s per request; the sync is rescheduled",
                         retry_after_seconds=hint,
                     ) from None
                 log.warning(
-                    "Exchange busy while %s for %s; waiting %.0fs as the server asked", what, settings.owner, hint
+                    "Exchange busy while %s for %s; waiting %.0fs as the server requested", action, settings.owner, hint
                 )
                 self._sleep(hint)
                 waited += hint
                 self.waited_seconds += hint
             except RateLimitError as exc:
                 raise SourceDeferred(
-                    f"Exchange at {self._endpoint_key()} kept throttling while {what}: {exc}",
+                    f"Exchange at {self._endpoint_key()} kept throttling while {action}: {exc}",
                     retry_after_seconds=settings.max_wait_seconds or 60.0,
                 ) from None
             except ErrorInvalidSyncStateData:
                 raise SyncStateExpired(
-                    f"Exchange rejected the stored sync state while {what} for {settings.owner}; "
+                    f"Exchange rejected the stored sync state while {action} for {settings.owner}; "
                     "the folder is read again from the start"
                 ) from None
             except UnauthorizedError:
                 raise SourceError(
-                    f"Exchange at {self._endpoint_key()} rejected the login while {what} for {settings.owner}; "
+                    f"Exchange at {self._endpoint_key()} rejected the login while {action} for {settings.owner}; "
                     "check the user name and password behind the credentials reference"
                 ) from None
             except ErrorImpersonateUserDenied:
@@ -763,7 +763,7 @@ class EwsSource:
                 ) from None
             except (ErrorAccessDenied, ErrorNonExistentMailbox, ErrorFolderNotFound) as exc:
                 raise SourceError(
-                    f"Exchange denied access while {what} for {settings.owner} ({type(exc).__name__}); "
+                    f"Exchange denied access while {action} for {settings.owner} ({type(exc).__name__}); "
                     "check the mailbox address, the folder names and the account's permissions"
                 ) from None
             except (
@@ -778,13 +778,13 @@ class EwsSource:
                 transient += 1
                 if transient > settings.transient_retries:
                     raise SourceError(
-                        f"Exchange at {self._endpoint_key()} failed {transient} times while {what} for "
+                        f"Exchange at {self._endpoint_key()} failed {transient} times while {action} for "
                         f"{settings.owner}: {type(exc).__name__}; the next sync tries again"
                     ) from None
                 delay = min(2.0**transient, 30.0)
                 log.warning(
                     "EWS request failed while %s for %s (%s); retry %d of %d in %.0fs",
-                    what,
+                    action,
                     settings.owner,
                     type(exc).__name__,
                     transient,

@@ -343,10 +343,10 @@ class GraphSource:
                 continue
             attendees = []
             for attendee in entry.get("attendees") or []:
-                who = self.recipient(attendee)
-                if who is not None:
+                participant = self.recipient(attendee)
+                if participant is not None:
                     response = (attendee.get("status") or {}).get("response")
-                    attendees.append(MeetingAttendee(who, response))
+                    attendees.append(MeetingAttendee(participant, response))
             meetings.append(
                 Meeting(
                     source_id=f"graph:{entry.get('id')}",
@@ -394,13 +394,13 @@ class GraphSource:
             )
         return cards
 
-    def _pages(self, url: str, what: str) -> Iterator[dict[str, Any]]:
+    def _pages(self, url: str, action: str) -> Iterator[dict[str, Any]]:
         next_url: str | None = url
         while next_url:
-            body = self._get_json(next_url, what, max_page_size=True)
+            body = self._get_json(next_url, action, max_page_size=True)
             values = body.get("value")
             if not isinstance(values, list):
-                raise SourceError(f"Graph answer while {what} for {self.settings.owner} has no 'value' list")
+                raise SourceError(f"Graph response while {action} for {self.settings.owner} has no 'value' list")
             for entry in values:
                 if isinstance(entry, dict):
                     yield entry
@@ -418,10 +418,10 @@ class GraphSource:
             "Accept": "application/json",
         }
 
-    def _get_json(self, url: str, what: str, max_page_size: bool = False) -> dict[str, Any]:
+    def _get_json(self, url: str, action: str, max_page_size: bool = False) -> dict[str, Any]:
         """GET one Graph URL, honouring Retry-After and retrying transient failures.
 
-        Waits on 429 and 503 for as long as Retry-After asks while the total stays within
+        Waits on 429 and 503 for as long as Retry-After requests while the total stays within
         ``max_wait_seconds`` for this request, then raises SourceDeferred. Raises
         SyncStateExpired for 410 Gone or an expired-token error code.
         """
@@ -455,12 +455,12 @@ class GraphSource:
                         hint = min(2.0 ** throttled, 60.0)  # no hint: exponential back-off
                     if waited + hint > settings.max_wait_seconds:
                         raise SourceDeferred(
-                            f"Graph answered {status} while {what} for {settings.owner} and asked to wait "
-                            f"{hint:.0f}s, more than the allowed {settings.max_wait_seconds:.0f}s; "
+                            f"Graph returned {status} while {action} for {settings.owner} and requested a wait of "
+                            f"{hint:.0f}s, which would exceed the allowed {settings.max_wait_seconds:.0f}s per request; "
                             "the sync is rescheduled",
                             retry_after_seconds=hint,
                         )
-                    log.warning("Graph answered %d while %s for %s; waiting %.0fs", status, what, settings.owner, hint)
+                    log.warning("Graph returned %d while %s for %s; waiting %.0fs", status, action, settings.owner, hint)
                     self._sleep(hint)
                     waited += hint
                     self.waited_seconds += hint
@@ -469,23 +469,23 @@ class GraphSource:
                     code, message = _error_of(response)
                     if status == 410 or code.lower() in EXPIRED_STATE_CODES:
                         raise SyncStateExpired(
-                            f"Graph rejected the stored delta link while {what} for {settings.owner} ({status} {code}); "
+                            f"Graph rejected the stored delta link while {action} for {settings.owner} ({status} {code}); "
                             "the folder is read again from the start"
                         )
                     if status in TRANSIENT_STATUSES:
-                        failure = f"answered {status} {code}"
+                        failure = f"returned {status} {code}"
                     else:
-                        raise SourceError(_plain_error(status, code, message, what, settings))
+                        raise SourceError(_plain_error(status, code, message, action, settings))
             transient += 1
             if transient > settings.transient_retries:
                 raise SourceError(
-                    f"Graph {failure} {transient} times while {what} for {settings.owner}; the next sync tries again"
+                    f"Graph {failure} {transient} times while {action} for {settings.owner}; the next sync tries again"
                 )
             delay = min(2.0**transient, 30.0)
             log.warning(
                 "Graph %s while %s for %s; retry %d of %d in %.0fs",
                 failure,
-                what,
+                action,
                 settings.owner,
                 transient,
                 settings.transient_retries,
@@ -540,8 +540,8 @@ def _error_of(response: httpx.Response) -> tuple[str, str]:
     return "", ""
 
 
-def _plain_error(status: int, code: str, message: str, what: str, settings: GraphSettings) -> str:
-    where = f"Graph answered {status} {code} while {what} for {settings.owner}"
+def _plain_error(status: int, code: str, message: str, action: str, settings: GraphSettings) -> str:
+    where = f"Graph returned {status} {code} while {action} for {settings.owner}"
     if status == 401:
         return f"{where}: the access token was rejected; check the tenant id, the client id and the secret"
     if status == 403:

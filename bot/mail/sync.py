@@ -140,7 +140,7 @@ def build_source(mailbox: Mailbox, settings: Settings, environ: Mapping[str, str
 
 @dataclass
 class SyncOutcome:
-    """What one sync of one mailbox did."""
+    """Result of one sync of one mailbox: counts, outcome and the error in plain words."""
 
     mailbox_id: int
     owner: str
@@ -171,7 +171,7 @@ def sync_mailbox(
 ) -> SyncOutcome:
     """Read what is new in one mailbox, store it, and record the mailbox's health.
 
-    A mailbox that is paused, or whose server asked to wait until later, is skipped. The
+    A mailbox that is paused, or whose server requested a wait that has not passed, is skipped. The
     importer records the SyncRun of the mail; a failure before it starts (settings,
     credentials) is recorded here. Calendar and contacts failures are warnings: the mail
     sync still counts as done.
@@ -183,7 +183,7 @@ def sync_mailbox(
         return outcome
     not_before = as_utc(mailbox.next_sync_not_before)
     if not_before is not None and not_before > now:
-        outcome.error = f"the server asked to wait until {isoformat_z(not_before)}"
+        outcome.error = f"the server requested a wait until {isoformat_z(not_before)}"
         return outcome
     factory = source_factory or (lambda box, cfg: build_source(box, cfg))
     try:

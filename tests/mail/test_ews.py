@@ -481,7 +481,7 @@ def test_back_off_longer_than_allowed_defers_the_sync(engine):
         run = session.execute(select(SyncRun).where(SyncRun.mailbox_id == mailbox.id)).scalars().one()
     assert row.next_sync_not_before.astimezone(timezone.utc) >= now + timedelta(seconds=expected["retry_not_before_s"])
     assert run.outcome == "deferred"
-    assert "asked to wait 900s" in row.last_sync_error
+    assert "requested a wait of 900s" in row.last_sync_error
     # A sync before the server's time does nothing and asks nothing.
     again = sync_mailbox(engine, row, settings(), clock=lambda: now + timedelta(minutes=5), read_calendar=False)
     assert again.outcome == "skipped"

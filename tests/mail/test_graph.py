@@ -311,7 +311,7 @@ def test_persistent_failure_fails_the_sync_in_plain_words(engine, box, server):
     mailbox = mailbox_row(engine, server)
     outcome = sync_mailbox(engine, mailbox, settings(), source_factory=factory_for(server, []), read_calendar=False)
     assert outcome.outcome == "failed"
-    assert "answered 500" in outcome.error
+    assert "returned 500" in outcome.error
     with Session(engine) as session:
         row = session.get(Mailbox, mailbox.id)
     assert row.last_sync_error == outcome.error
