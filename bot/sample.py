@@ -76,8 +76,8 @@ def generate(target: Path, *, end: datetime | None = None, seed: int = 7) -> Pat
     inbox: list[EmailMessage] = []
     sent: list[EmailMessage] = []
     for person in PEOPLE:
-        # Theo's relationship went quiet four months ago.
-        last = end - timedelta(days=120) if person.name == "Theo Marsh" else end
+        # Theo's relationship went quiet four months ago, and Maja left Bluepeak a month ago.
+        last = {"Theo Marsh": end - timedelta(days=120), "Maja Lindqvist": end - timedelta(days=30)}.get(person.name, end)
         when = start + timedelta(days=rng.randint(0, person.every_days))
         while when < last:
             subject = rng.choice(SUBJECTS)

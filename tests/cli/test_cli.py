@@ -1,0 +1,182 @@
+"""The crm-bot command line, run in-process on real files and a real SQLite database."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from bot.cli.main import main
+from bot.sample import generate
+from tests.conftest import shared_path
+
+SAMPLE_OWNER = "robin.hale@example.org"
+ENRON_OWNERS = {
+    "allen-p": "phillip.allen@enron.com",
+    "badeer-r": "robert.badeer@enron.com",
+    "buy-r": "rick.buy@enron.com",
+    "cuilla-m": "martin.cuilla@enron.com",
+    "dean-c": "craig.dean@enron.com",
+    "fossum-d": "drew.fossum@enron.com",
+    "grigsby-m": "mike.grigsby@enron.com",
+    "lewis-a": "andrew.lewis@enron.com",
+    "presto-k": "m..presto@enron.com",
+}
+
+
+@pytest.fixture
+def db(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'cli.db'}"
+
+
+@pytest.fixture
+def sample(tmp_path) -> Path:
+    return generate(tmp_path / "mail")
+
+
+def run_json(capsys, *args: str):
+    capsys.readouterr()
+    assert main([*args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_import_prints_summary(capsys, db, sample):
+    assert main(["import", str(sample), "--owner", SAMPLE_OWNER, "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "stored" in out
+    assert "duplicates" in out
+    assert "organisations" in out
+    assert main(["import", str(sample), "--owner", SAMPLE_OWNER, "--db", db]) == 0
+    again = capsys.readouterr().out
+    assert "stored      0" in again
+
+
+def test_contacts_json_fields(capsys, db, sample):
+    assert main(["import", str(sample), "--owner", SAMPLE_OWNER, "--db", db]) == 0
+    contacts = run_json(capsys, "contacts", "--owner", SAMPLE_OWNER, "--db", db, "--limit", "50")
+    required = {"name", "addresses", "organisation", "strength", "inbound", "outbound", "first_contact",
+                "last_inbound", "last_outbound", "cadence_days"}
+    assert contacts
+    for contact in contacts:
+        assert required <= set(contact)
+        assert SAMPLE_OWNER not in contact["addresses"]
+        assert 0 <= contact["strength"] <= 100
+    addresses = {a for c in contacts for a in c["addresses"]}
+    assert "news@mailer.example.net" not in addresses
+    strengths = [c["strength"] for c in contacts]
+    assert strengths == sorted(strengths, reverse=True)
+    maja = next(c for c in contacts if "maja.lindqvist@bluepeak.example" in c["addresses"])
+    assert "maja.lindqvist@orbit-labs.example" in maja["addresses"]
+    assert "maja.l.home@gmail.com" in maja["addresses"]
+    ines = next(c for c in contacts if "ines.duarte@kestrel-dynamics.example" in c["addresses"])
+    assert ines["inbound"] == 0
+
+
+def test_whoknows_json(capsys, db, sample):
+    assert main(["import", str(sample), "--owner", SAMPLE_OWNER, "--db", db]) == 0
+    results = run_json(capsys, "whoknows", "Harbor Finch", "--db", db)
+    assert results[0]["domains"] == ["harborfinch.example"]
+    owner = results[0]["owners"][0]
+    assert owner["owner"] == SAMPLE_OWNER
+    assert owner["contacts"] == 2
+    assert set(owner) >= {"owner", "strength", "last_contact", "contacts"}
+    assert run_json(capsys, "whoknows", "Holdings", "--db", db) == []
+    assert run_json(capsys, "whoknows", "example.org", "--db", db) == []
+
+
+def test_orgs_lists_companies(capsys, db, sample):
+    assert main(["import", str(sample), "--owner", SAMPLE_OWNER, "--db", db]) == 0
+    orgs = run_json(capsys, "orgs", "--owner", SAMPLE_OWNER, "--db", db)
+    names = {o["organisation"]: o for o in orgs}
+    assert names["Harborfinch"]["people"] == 2
+    assert not any(o["domains"] == ["gmail.com"] for o in orgs)
+    internal = [o for o in orgs if o["internal"]]
+    assert [o["domains"] for o in internal] == [["example.org"]]
+
+
+def test_merge_and_unmerge(capsys, db, sample):
+    assert main(["import", str(sample), "--owner", SAMPLE_OWNER, "--db", db]) == 0
+    assert main(["merge", "ana.silva@harborfinch.example", "kofi.mensah@harborfinch.example",
+                 "--owner", SAMPLE_OWNER, "--db", db]) == 0
+    contacts = run_json(capsys, "contacts", "--owner", SAMPLE_OWNER, "--db", db, "--limit", "50")
+    ana = next(c for c in contacts if "ana.silva@harborfinch.example" in c["addresses"])
+    assert "kofi.mensah@harborfinch.example" in ana["addresses"]
+    merges = run_json(capsys, "merges", "--db", db)
+    explicit = [m for m in merges if m["reason"] == "explicit"]
+    assert len(explicit) == 1
+    assert main(["unmerge", str(explicit[0]["id"]), "--owner", SAMPLE_OWNER, "--db", db]) == 0
+    contacts = run_json(capsys, "contacts", "--owner", SAMPLE_OWNER, "--db", db, "--limit", "50")
+    ana = next(c for c in contacts if "ana.silva@harborfinch.example" in c["addresses"])
+    assert "kofi.mensah@harborfinch.example" not in ana["addresses"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["import", "/nonexistent/path", "--owner", SAMPLE_OWNER], "does not exist"),
+        (["import", ".", "--owner", "not-an-address"], "invalid owner address"),
+        (["contacts", "--owner", "nobody@example.com"], "no mailbox"),
+        (["contacts", "--owner", SAMPLE_OWNER, "--now", "yesterday"], "invalid date"),
+        (["contacts", "--owner", SAMPLE_OWNER, "--limit", "0"], "give 1 or more"),
+        (["frobnicate"], "invalid choice"),
+        (["unmerge", "999", "--owner", SAMPLE_OWNER], "no merge"),
+    ],
+)
+def test_input_errors_exit_2(capsys, db, args, message):
+    assert main([*args, "--db", db]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_invalid_setting_exits_2(capsys, db, monkeypatch):
+    from bot.config import get_settings
+
+    monkeypatch.setenv("STRENGTH_HALF_LIFE_DAYS", "-3")
+    get_settings.cache_clear()
+    try:
+        assert main(["contacts", "--owner", SAMPLE_OWNER, "--db", db]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert "STRENGTH_HALF_LIFE_DAYS" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def enron(tmp_path_factory) -> Path:
+    tarball = shared_path("data", "mail", "enron-maildir-9-mailboxes.tar.xz")
+    target = tmp_path_factory.mktemp("enron")
+    with tarfile.open(tarball) as archive:
+        archive.extractall(target, filter="data")
+    return target / "maildir"
+
+
+def test_enron_corpus_imports_completely(capsys, tmp_path, enron):
+    db = f"sqlite:///{tmp_path / 'enron.db'}"
+    total_read = 0
+    for box, owner in ENRON_OWNERS.items():
+        assert main(["import", str(enron / box), "--owner", owner, "--db", db, "--no-progress"]) == 0
+        out = capsys.readouterr().out
+        read = int(out.split("read ", 1)[1].split(" messages", 1)[0].replace(",", ""))
+        stored = int(out.split("stored", 1)[1].split()[0].replace(",", ""))
+        duplicates = int(out.split("duplicates", 1)[1].split()[0].replace(",", ""))
+        skipped = int(out.split("skipped", 1)[1].split()[0].replace(",", ""))
+        assert read == stored + duplicates + skipped
+        assert skipped <= read * 0.01
+        total_read += read
+    assert total_read == 20_995
+
+    for box in ("allen-p", "buy-r", "presto-k"):
+        owner = ENRON_OWNERS[box]
+        contacts = run_json(capsys, "contacts", "--owner", owner, "--db", db, "--limit", "10")
+        assert len(contacts) == 10
+        addresses = [a for c in contacts for a in c["addresses"]]
+        box_surname = box.split("-")[0]
+        # The owner and the owner's aliases are never contacts.
+        assert not any(box_surname in a.split("@")[0] for a in addresses)
+        for contact in contacts:
+            assert contact["inbound"] + contact["outbound"] > 0
+            assert not any(word in a for a in contact["addresses"] for word in ("noreply", "announce", "newsletter", "webmaster"))
