@@ -146,6 +146,9 @@ def cmd_unlink(args: argparse.Namespace) -> int:
 def cmd_console(args: argparse.Namespace) -> int:
     from bot.console import open_console, repl
 
+    if args.log_level is None:
+        # Log lines would interleave with the answers in the terminal; --log-level shows them.
+        logging.getLogger().setLevel(logging.WARNING)
     console = open_console(open_engine(args), args.owner, team_id=args.team, now=args.now)
     if args.command:
         print(console.run(args.command).text)

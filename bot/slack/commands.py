@@ -70,7 +70,8 @@ class Commands:
         words = text.strip().split(maxsplit=1)
         name = words[0].lower() if words else "help"
         argument = words[1].strip() if len(words) > 1 else ""
-        log.info("running /crm %s for %s in team %s", name, caller.actor, caller.team_id)
+        shown_name = name if name in SUBCOMMANDS or name in ("help", "whoknows") else "(unknown)"
+        log.info("running /crm %s for %s in team %s", shown_name, caller.actor, caller.team_id)
 
         if name in ("help", "?"):
             return build_help()

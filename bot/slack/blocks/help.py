@@ -12,7 +12,7 @@ HELP_TEXT = (
     "`/crm cold` — strong relationships that have gone quiet\n"
     "`/crm org NAME` — the people you know at an organisation\n"
     "`/crm status` — mailbox health: what was read and when\n"
-    "`/whoknows COMPANY` — which colleagues know someone there (they see only bands, never names)"
+    "`/whoknows COMPANY` — which colleagues know someone there; you see their strength band, never their contacts' names"
 )
 
 
