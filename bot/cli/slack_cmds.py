@@ -93,13 +93,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.info("scheduler started with %d jobs", len(scheduler.get_jobs()))
     try:
         if mode == "socket":
-            serve_socket_mode(app, settings.slack_app_token or "")
+            serve_socket_mode(app, settings.slack_app_token or "", announce=_announce)
         else:
-            serve_http(app, args.host, args.port)
+            serve_http(app, args.host, args.port, announce=_announce)
     finally:
         if scheduler is not None:
             scheduler.shutdown(wait=False)
     return 0
+
+
+def _announce(line: str) -> None:
+    print(f"crm-bot: {line}; press Ctrl-C to stop", flush=True)
 
 
 def on_start(scheduler: Any, engine: Engine, settings: Settings, *, sync_minutes: int = DEFAULT_SYNC_MINUTES) -> None:

@@ -13,7 +13,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from slack_bolt import App
 from slack_bolt.request import BoltRequest
@@ -100,11 +100,18 @@ def make_server(app: App, host: str, port: int, path: str = EVENTS_PATH) -> Slac
     return SlackHTTPServer((host, port), app, path)
 
 
-def serve_http(app: App, host: str, port: int) -> None:
-    """Serve Slack's requests on ``http://host:port/slack/events`` until interrupted."""
+def serve_http(app: App, host: str, port: int, *, announce: Callable[[str], None] | None = None) -> None:
+    """Serve Slack's requests on ``http://host:port/slack/events`` until interrupted.
+
+    Args:
+        announce: also receives the "listening" line, for a command line to print.
+    """
     server = make_server(app, host, port)
     bound_host, bound_port = server.server_address[:2]
-    log.info("listening for Slack requests on http://%s:%d%s", bound_host, bound_port, EVENTS_PATH)
+    ready = f"listening for Slack requests on http://{bound_host}:{bound_port}{EVENTS_PATH}"
+    log.info("%s", ready)
+    if announce is not None:
+        announce(ready)
     try:
         server.serve_forever()
     finally:
@@ -124,9 +131,11 @@ def connect_socket_mode(app: App, app_token: str) -> "SocketModeHandler":
     return handler
 
 
-def serve_socket_mode(app: App, app_token: str) -> None:
+def serve_socket_mode(app: App, app_token: str, *, announce: Callable[[str], None] | None = None) -> None:
     """Serve Slack's requests over Socket Mode until interrupted."""
     handler = connect_socket_mode(app, app_token)
+    if announce is not None:
+        announce("connected to Slack in Socket Mode")
     try:
         threading.Event().wait()
     finally:

@@ -66,7 +66,7 @@ def test_serve_answers_signed_command(fake_slack, slack_env, tmp_path):
     finally:
         process.terminate()
         output = process.communicate(timeout=10)[0]
-    assert "listening for Slack requests on http://127.0.0.1:" in output
+    assert f"crm-bot: listening for Slack requests on http://127.0.0.1:{port}/slack/events" in output
     assert "scheduled mailbox syncs every 15 minutes" in output
     assert VALID_TOKEN not in output
     assert SIGNING_SECRET not in output
