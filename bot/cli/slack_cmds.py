@@ -151,7 +151,8 @@ def cmd_console(args: argparse.Namespace) -> int:
     from bot.console import open_console, repl
 
     if args.log_level is None:
-        # Log lines would interleave with the answers in the terminal; --log-level shows them.
+        # Log lines would interleave with the replies in the terminal, so only warnings are
+        # shown unless --log-level asks for more.
         logging.getLogger().setLevel(logging.WARNING)
     console = open_console(open_engine(args), args.owner, team_id=args.team, now=args.now)
     if args.command:

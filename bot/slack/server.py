@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
-# Slack's payloads are a few kilobytes; a larger body is not from Slack.
+# Slack's payloads are far smaller, so a larger body is rejected before it is read.
 MAX_BODY_BYTES = 1024 * 1024
 
 
