@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
 
     database_url: str = Field(default_factory=default_database_url)
-    log_level: str = "INFO"
+    log_level: str = "WARNING"
 
     # Strength score (see docs/strength.md).
     strength_half_life_days: float = Field(default=180.0, gt=0)

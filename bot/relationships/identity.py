@@ -64,6 +64,7 @@ class _Addr:
     kind: str
     is_freemail: bool
     organisation_id: int | None
+    stored_last_seen: datetime | None
     first_seen: datetime | None = None
     last_seen: datetime | None = None
 
@@ -108,6 +109,7 @@ def _load_addresses(session: Session, team_id: str) -> dict[int, _Addr]:
                 Address.kind,
                 Address.is_freemail,
                 Address.organisation_id,
+                Address.last_seen,
             ).where(Address.team_id == team_id)
         )
     }
@@ -169,6 +171,16 @@ def _assign_organisations(
         session.connection().execute(
             table.update().where(table.c.id == bindparam("b_id")).values(organisation_id=bindparam("b_org")),
             [{"b_id": address_id, "b_org": org_id} for address_id, org_id in changes],
+        )
+    seen = [
+        {"b_id": entry.id, "b_seen": entry.last_seen}
+        for entry in addresses.values()
+        if entry.last_seen is not None and entry.last_seen != entry.stored_last_seen
+    ]
+    if seen:
+        table = Address.__table__
+        session.connection().execute(
+            table.update().where(table.c.id == bindparam("b_id")).values(last_seen=bindparam("b_seen")), seen
         )
 
 

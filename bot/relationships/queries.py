@@ -107,8 +107,10 @@ def describe_cadence(days: float | None) -> str | None:
     if days < 10:
         return f"every {days:.0f} days"
     if days < 60:
-        return f"every {days / 7:.0f} weeks"
-    return f"every {days / 30.4:.0f} months"
+        weeks = round(days / 7)
+        return "every week" if weeks == 1 else f"every {weeks} weeks"
+    months = round(days / 30.4)
+    return "every month" if months == 1 else f"every {months} months"
 
 
 def strength_reason(relationship: Relationship, now: datetime | None) -> str:
@@ -141,7 +143,9 @@ def _contact_views(
     people = {p.id: p for p in session.execute(select(Person).where(Person.id.in_(person_ids))).scalars()}
     addresses: dict[int, list[str]] = defaultdict(list)
     for person_id, address in session.execute(
-        select(Address.person_id, Address.address).where(Address.person_id.in_(person_ids)).order_by(Address.id)
+        select(Address.person_id, Address.address)
+        .where(Address.person_id.in_(person_ids))
+        .order_by(Address.last_seen.desc().nulls_last(), Address.id)
     ):
         addresses[person_id].append(address)
     org_ids = {r.organisation_id for r in relationships if r.organisation_id is not None}

@@ -156,6 +156,7 @@ class Address(SQLModel, table=True):
     organisation_id: Optional[int] = Field(default=None, foreign_key="organisation.id")
     is_freemail: bool = False
     kind: str = "person"  # person | list | role | noreply
+    last_seen: Optional[datetime] = None  # newest mail with this address, bulk included
 
 
 class PersonMerge(SQLModel, table=True):

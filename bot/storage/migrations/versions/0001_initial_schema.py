@@ -308,6 +308,7 @@ def upgrade() -> None:
     sa.Column('organisation_id', sa.Integer(), nullable=True),
     sa.Column('is_freemail', sa.Boolean(), nullable=False),
     sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('last_seen', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['organisation_id'], ['organisation.id'], ),
     sa.ForeignKeyConstraint(['person_id'], ['person.id'], ),
     sa.PrimaryKeyConstraint('id'),
