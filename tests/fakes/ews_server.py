@@ -4,7 +4,7 @@ It speaks SOAP 1.1 with the message and type namespaces of the EWS schema (Excha
 and later) and implements the operations the bot's EWS source sends:
 
 * ConvertId, only as the version probe exchangelib sends when no version is configured:
-  the answer is an error message, but its ServerVersionInfo header gives the build;
+  the response is an error message, but its ServerVersionInfo header gives the build;
 * GetFolder for distinguished folders (root, msgfolderroot, inbox, sentitems, calendar,
   contacts, deleteditems) and FindFolder for the direct children of a folder;
 * SyncFolderItems with SyncState paging (MaxChangesReturned, IncludesLastItemInRange);
@@ -115,9 +115,18 @@ class _Target:
 # Operations that address the server's directory or version, not a mailbox.
 SERVER_OPERATIONS = {"ConvertId", "ResolveNames"}
 
+# Errors EWS reports in an error response message; the others come as SOAP faults.
+RESPONSE_MESSAGE_ERRORS = {
+    "ErrorInvalidSyncStateData",
+    "ErrorAccessDenied",
+    "ErrorNonExistentMailbox",
+    "ErrorInvalidRequest",
+    "ErrorItemNotFound",
+}
+
 
 class EwsFault(Exception):
-    """A failure answered as a SOAP fault or an error response message."""
+    """A failure returned as a SOAP fault or an error response message."""
 
     def __init__(self, code: str, text: str, http_status: int = 500):
         super().__init__(text)
@@ -152,7 +161,6 @@ class FakeEwsServer:
         self.lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self.on_request: Callable[[str], None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -192,7 +200,7 @@ class FakeEwsServer:
     # --- test helpers ----------------------------------------------------------------
 
     def inject(self, operation: str, fault: Fault, times: int = 1) -> None:
-        """Answer the next ``times`` requests of ``operation`` ("*" for any) with ``fault``."""
+        """Fail the next ``times`` requests of ``operation`` ("*" for any) with ``fault``."""
         with self.lock:
             self.faults.extend([(operation, fault)] * times)
 
@@ -295,6 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+
         try:
             envelope = etree.fromstring(data)
         except etree.XMLSyntaxError:
@@ -307,11 +316,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, b"empty SOAP body", "text/plain")
             return
         operation = etree.QName(operation_elem).localname
-        if self.fake.on_request is not None:
-            self.fake.on_request(operation)
+
         fault = self.fake._take_fault(operation)
         if fault is not None and self._apply_fault(operation, fault):
             return
+
         mailbox_address = None
         try:
             if operation in SERVER_OPERATIONS:
@@ -332,21 +341,18 @@ class _Handler(BaseHTTPRequestHandler):
             payload = _envelope(inner)
             status = 200
         except EwsFault as exc:
-            if operation in ("ConvertId",):
-                payload = _envelope(_error_response(operation, exc))
-                status = 200
-            elif exc.code in ("ErrorInvalidSyncStateData", "ErrorAccessDenied", "ErrorNonExistentMailbox",
-                              "ErrorInvalidRequest", "ErrorItemNotFound"):
+            if operation == "ConvertId" or exc.code in RESPONSE_MESSAGE_ERRORS:
                 payload = _envelope(_error_response(operation, exc))
                 status = 200
             else:
                 payload = _soap_fault(exc.code, exc.text)
                 status = exc.http_status
+
         self.fake._record(operation, mailbox_address, status)
         self._send(status, payload.encode("utf-8"), "text/xml; charset=utf-8")
 
     def _apply_fault(self, operation: str, fault: Fault) -> bool:
-        """Answer with the fault; return False when the request goes on (delay or expired state)."""
+        """Send the fault's response; return False when the request goes on (delay or expired state)."""
         if fault.kind == "busy":
             self.fake._record(operation, None, 500, "ErrorServerBusy")
             detail = ""
@@ -590,7 +596,7 @@ def _event_xml(event: FakeEvent, fields: set[str]) -> str:
             parts.append(
                 f"<t:{tag}>"
                 + "".join(
-                    "<t:Attendee>" + _mailbox_xml(a.who) + _text("ResponseType", a.response) + "</t:Attendee>"
+                    "<t:Attendee>" + _mailbox_xml(a.person) + _text("ResponseType", a.response) + "</t:Attendee>"
                     for a in chosen
                 )
                 + f"</t:{tag}>"
@@ -700,20 +706,20 @@ def op_find_folder(fake: FakeEwsServer, target: _Target, op: etree._Element) -> 
     messages = []
     ids = op.find("m:ParentFolderIds", NS)
     owner = target.mailbox.owner
-    wanted_name = None
+    name_filter = None
     restriction = op.find("m:Restriction/t:IsEqualTo", NS)
     if restriction is not None:
         field = restriction.find("t:FieldURI", NS)
         constant = restriction.find("t:FieldURIOrConstant/t:Constant", NS)
         if field is None or field.get("FieldURI") != "folder:DisplayName" or constant is None:
             raise EwsFault("ErrorInvalidRequest", "The fake server filters folders by folder:DisplayName only.")
-        wanted_name = (constant.get("Value") or "").lower()
+        name_filter = (constant.get("Value") or "").lower()
     custom = {m.folder for m in target.mailbox.messages.values()} - set(DISTINGUISHED)
     for elem in ids if ids is not None else []:
         parent = _resolve_folder(target, elem)
         children = [key for key in [*DISTINGUISHED, *sorted(custom)] if _folder_spec(key)[2] == parent]
-        if wanted_name is not None:
-            children = [key for key in children if _folder_spec(key)[0].lower() == wanted_name]
+        if name_filter is not None:
+            children = [key for key in children if _folder_spec(key)[0].lower() == name_filter]
         body = "".join(_folder_xml(owner, key, target.mailbox) for key in children)
         messages.append(
             _ok(
@@ -741,6 +747,7 @@ def op_sync_folder_items(fake: FakeEwsServer, target: _Target, op: etree._Elemen
     limit = int(op.findtext("m:MaxChangesReturned", default="100", namespaces=NS))
     if not 1 <= limit <= 512:
         raise EwsFault("ErrorInvalidRequest", "MaxChangesReturned must be between 1 and 512.")
+
     changes, last = box.changes_after(key, seq, limit)
     parts = []
     for change in changes:
@@ -752,6 +759,7 @@ def op_sync_folder_items(fake: FakeEwsServer, target: _Target, op: etree._Elemen
             continue
         tag = "Create" if change.kind == "create" else "Update"
         parts.append(f"<t:{tag}>{item}</t:{tag}>")
+
     new_seq = changes[-1].seq if changes else seq
     content = (
         f"<m:SyncState>{box.cursor(key, new_seq)}</m:SyncState>"
@@ -795,6 +803,7 @@ def op_find_item(fake: FakeEwsServer, target: _Target, op: etree._Element) -> st
         items = [_contact_xml(c, fields) for c in box.contacts.values()]
     else:
         items = [_message_xml(m, fields) for m in box.folder_messages(key)]
+
     total = len(items)
     offset = 0
     if paged is not None:

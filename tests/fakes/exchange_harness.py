@@ -68,8 +68,8 @@ def enron_mailbox(tarball: Path, drop_body_only_distinct: bool = True) -> FakeMa
 
     With ``drop_body_only_distinct``, messages that share the minute, sender, recipients
     and subject with another message of a different body are left out. The file import
-    tells those apart by their bodies; EWS and Graph sources read no bodies and count them
-    once (see ``test_same_metadata_different_body_counts_once``). In this selection that
+    distinguishes them by their bodies, but EWS and Graph sources read no bodies and count
+    them once (see ``test_same_metadata_different_body_counts_once``). In this selection that
     leaves out 6 of 5,939 messages.
     """
     maildir = unpack_enron(tarball, ENRON_CACHE)
@@ -102,7 +102,7 @@ RelationshipKey = frozenset[str]
 def relationship_snapshot(engine, mailbox_id: int) -> dict[RelationshipKey, tuple]:  # type: ignore[no-untyped-def]
     """Return every Relationship row of a mailbox keyed by its person's addresses.
 
-    The value holds the inbound and outbound counts, the first and last contact times, the
+    The value contains the inbound and outbound counts, the first and last contact times, the
     two-way thread count, whether the person is internal and the strength rounded to six
     decimals.
     """

@@ -54,7 +54,7 @@ class GraphFault:
     status: int = 500
     retry_after: str | None = None
     delay: float = 0.0
-    code: str | None = None  # the error code of a status answer
+    code: str | None = None  # the error code of a status response
 
     @staticmethod
     def throttled(retry_after: int | None = None, status: int = 429) -> "GraphFault":
@@ -166,7 +166,7 @@ class FakeGraphServer:
         return self.apps.get(client_id) if client_id else None
 
     def token_is_valid(self, token: str) -> bool:
-        """Return True for a token this identity provider issued; the fake EWS server asks this."""
+        """Return True for a token this identity provider issued; the fake EWS server calls this."""
         return token in self.tokens
 
 
@@ -303,6 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
             select = [f for f in query.get("$select", "").split(",") if f]
         page_size = _page_size(self.headers.get("Prefer", ""))
         immutable = 'idtype="immutableid"' in self.headers.get("Prefer", "").lower()
+
         changes, last = box.changes_after(folder, seq, page_size)
         values = []
         for change in changes:
@@ -312,6 +313,7 @@ class _Handler(BaseHTTPRequestHandler):
             message = box.messages.get(change.item_id)
             if message is not None:
                 values.append(_message_json(message, select, immutable))
+
         new_seq = changes[-1].seq if changes else seq
         token = _encode_token({"f": folder, "g": box.generation, "s": new_seq, "sel": select})
         link = f"{self.fake.graph_url}/users/{quote(box.owner)}/mailFolders/{folder_name}/messages/delta"
@@ -347,7 +349,7 @@ class _Handler(BaseHTTPRequestHandler):
                         {
                             "type": "optional" if a.optional else "required",
                             "status": {"response": _graph_response(a.response), "time": "0001-01-01T00:00:00Z"},
-                            "emailAddress": _email(a.who),
+                            "emailAddress": _email(a.person),
                         }
                         for a in event.attendees
                     ],

@@ -1,6 +1,6 @@
 """The mailbox content that the fake EWS and Graph servers serve, and its change log.
 
-A ``FakeMailbox`` holds messages per folder, calendar items and contacts. Every change gets a sequence number, so both fakes can answer
+A ``FakeMailbox`` contains messages per folder, calendar items and contacts. Every change gets a sequence number, so both fakes can respond to
 incremental requests (an EWS sync state or a Graph delta token is a folder key, a
 generation and a sequence number). Bumping ``generation`` makes every cursor handed out
 before invalid, which is how the fakes simulate an expired sync state.
@@ -63,7 +63,7 @@ class FakeMessage:
 
 @dataclass
 class FakeAttendee:
-    who: FakeAddress
+    person: FakeAddress
     response: str = "Unknown"  # EWS ResponseType: Accept, Decline, Tentative, NoResponseReceived, Unknown
     optional: bool = False
 
@@ -133,7 +133,7 @@ class FakeMailbox:
         """Join the conversation of the parent named by In-Reply-To or References, else start one.
 
         Exchange starts a new conversation for a message without a Thread-Index header
-        unless it answers a message it knows.
+        unless it replies to a message the mailbox contains.
         """
         parents = [message.in_reply_to, *reversed((message.references or "").split())]
         for parent_id in parents:
@@ -307,8 +307,8 @@ def message_from_file(path: Path, folder: str) -> FakeMessage:
     """Read one RFC 5322 file into the fields an Exchange server keeps for it.
 
     The header values come from the bot's own header parser, so the fake servers present
-    the same addresses, names and times as the file import of the same file; what the
-    equality tests compare is the transport and the conversion of each source.
+    the same addresses, names and times as the file import of the same file. The equality
+    tests therefore compare the transport and the conversion of each source.
     """
     role = FolderRole.SENT if folder == SENT else FolderRole.INBOX
     item = parse_message(path.read_bytes(), source_ref=str(path), folder=folder, folder_role=role)

@@ -138,7 +138,7 @@ def stored_messages(engine, mailbox_id: int) -> list[Message]:
 # --- reading ------------------------------------------------------------------------------------
 
 
-def test_delta_pages_become_batches_and_the_delta_link_the_cursor(box, server):
+def test_delta_pages_become_batches(box, server):
     inbound(box, 7)
     batches = read_all(make_source(server, page_size=3))
     assert [len(b.items) for b in batches] == [3, 3, 1]
@@ -155,7 +155,7 @@ def test_delta_pages_become_batches_and_the_delta_link_the_cursor(box, server):
     assert first.source_ref.startswith("graph:AAMkAD")
 
 
-def test_requests_select_metadata_prefer_immutable_ids_and_page_size(box, server):
+def test_delta_request_select_and_prefer(box, server):
     inbound(box, 2)
     batches = read_all(make_source(server, page_size=50))
     first = [r for r in server.requests if r.route == "delta"][0]
