@@ -21,8 +21,9 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator, Literal
+from typing import BinaryIO, Iterable, Iterator, Literal, NamedTuple
 
 from bot.errors import InputError, SyncStateExpired
 from bot.mail.headers import (
@@ -142,6 +143,11 @@ def folder_role(name: str) -> FolderRole:
 
 def natural_key(name: str) -> tuple[tuple[int, int, str], ...]:
     """Return a sort key that orders digit runs by value, so '10.' sorts after '9.'."""
+    digits = name[:-1] if name.endswith(".") else name
+    if digits.isascii() and digits.isdigit():
+        # Numbered message files ('17.'), the same key as the general loop below.
+        number = (0, int(digits), digits)
+        return (number, (1, 0, ".")) if len(digits) < len(name) else (number,)
     key: list[tuple[int, int, str]] = []
     for index, part in enumerate(_DIGITS.split(name)):
         if index % 2:
@@ -162,10 +168,13 @@ def _is_maildir(path: Path) -> bool:
 
 def _looks_like_mbox(path: str) -> bool:
     """Return True for an mbox file: by suffix, or by a 'From ' line at its start."""
-    suffix = os.path.splitext(path)[1].lower()
+    name = os.path.basename(path)
+    if _NUMBERED_FILE.match(name):
+        return False
+    suffix = os.path.splitext(name)[1].lower()
     if suffix in _MBOX_SUFFIXES:
         return True
-    if suffix in _MESSAGE_SUFFIXES or _NUMBERED_FILE.match(os.path.basename(path)):
+    if suffix in _MESSAGE_SUFFIXES:
         return False
     try:
         with open(path, "rb") as handle:
@@ -181,8 +190,7 @@ class _Folder:
     path: Path
 
 
-@dataclass(frozen=True)
-class _MessageFile:
+class _MessageFile(NamedTuple):
     """A one-message file: its cursor position (the name, or a Maildir unique name), its
     reference relative to the source root and its path."""
 
@@ -238,6 +246,7 @@ class FilesSource:
         self.max_message_bytes = max_message_bytes
         self.skip_counts: Counter[str] = Counter()
         self._folders: dict[str, _Folder] | None = None
+        self._now = datetime.now(timezone.utc)  # the time each read() started
 
     # --- Folders
 
@@ -334,6 +343,7 @@ class FilesSource:
     def read(self, folder: FolderRef, cursor: str | None) -> Iterator[Batch]:
         """Yield batches of the messages after ``cursor``, the last marked complete."""
         spec = self._folder(folder)
+        self._now = datetime.now(timezone.utc)
         if spec.layout == "mbox":
             entries = self._mbox_entries(spec, cursor)
         elif spec.layout == "single":
@@ -412,7 +422,7 @@ class FilesSource:
             skipped = self._skip(file.source_ref, "unreadable", detail)
             return _Entry(file.position, file.source_ref, skipped=skipped)
         if raw is None:
-            detail = f"over the {self.max_message_bytes}-byte limit"
+            detail = f"larger than the {self.max_message_bytes}-byte limit"
             skipped = self._skip(file.source_ref, "too-large", detail)
             return _Entry(file.position, file.source_ref, skipped=skipped)
         return _Entry(file.position, file.source_ref, raw=raw)
@@ -502,6 +512,7 @@ class FilesSource:
                 folder_role=spec.ref.role,
                 mailbox_tz=self.mailbox_tz,
                 bulk_recipient_threshold=self.bulk_recipient_threshold,
+                now=self._now,
             )
         except NotAMessage:
             return self._skip(
@@ -521,20 +532,21 @@ class FilesSource:
         return SkippedItem(source_ref=source_ref, reason=reason, detail=detail)
 
 
+_FIRST_READ_BYTES = 64 * 1024
+
+
 def _read_bytes(path: str, limit: int) -> bytes | None:
     """Return the content of a file, or None when it is larger than ``limit`` bytes.
 
     Plain os calls cost less than a buffered file object, which matters per message.
+    A first read of 64 KB covers most messages, and a short read of a regular file
+    means its end was reached.
     """
     descriptor = os.open(path, os.O_RDONLY)
     try:
-        size = os.fstat(descriptor).st_size
-        if size > limit:
-            return None
-        data = os.read(descriptor, size + 1)
-        if len(data) <= size:
-            return data
-        # The file grew after fstat(): read the rest, still bounded by the limit.
+        data = os.read(descriptor, _FIRST_READ_BYTES)
+        if len(data) < _FIRST_READ_BYTES:
+            return data if len(data) <= limit else None
         chunks = [data]
         total = len(data)
         while chunk := os.read(descriptor, 1 << 20):
@@ -542,7 +554,7 @@ def _read_bytes(path: str, limit: int) -> bytes | None:
             total += len(chunk)
             if total > limit:
                 return None
-        return b"".join(chunks)
+        return b"".join(chunks) if total <= limit else None
     finally:
         os.close(descriptor)
 

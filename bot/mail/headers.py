@@ -144,12 +144,18 @@ def _decode_header_block(block: bytes, defects: list[str]) -> str:
     return text.replace("\r", "")
 
 
-def _read_fields(text: str) -> dict[str, list[str]]:
-    """Return the unfolded values of the _READ_FIELDS by lower-case name, in order."""
+# Field values by lower-case name: a str for a field that occurs once, a list of str in
+# order for one that repeats. Most fields occur once, and skipping a list per field
+# keeps the garbage collector's work per message small.
+_Fields = Mapping[str, "str | list[str]"]
+
+
+def _read_fields(text: str) -> dict[str, str | list[str]]:
+    """Return the unfolded values of the _READ_FIELDS by lower-case name."""
     if "\n " in text or "\n\t" in text:
         # Unfolding removes the line break and keeps the white space that follows it.
         text = text.replace("\n ", " ").replace("\n\t", "\t")
-    fields: dict[str, list[str]] = {}
+    fields: dict[str, str | list[str]] = {}
     keys = _FIELD_KEYS
     for line in text.split("\n"):
         name, colon, value = line.partition(":")
@@ -164,25 +170,36 @@ def _read_fields(text: str) -> dict[str, list[str]]:
                 keys[name] = key
         if not key:
             continue
-        values = fields.get(key)
-        if values is None:
-            fields[key] = [value.strip()]
+        known = fields.get(key)
+        if known is None:
+            fields[key] = value.strip()
+        elif isinstance(known, str):
+            fields[key] = [known, value.strip()]
         else:
-            values.append(value.strip())
+            known.append(value.strip())
     return fields
 
 
-def _first(fields: Mapping[str, list[str]], name: str) -> str | None:
+def _all(fields: _Fields, name: str) -> list[str]:
     values = fields.get(name)
+    if values is None:
+        return []
+    return [values] if isinstance(values, str) else list(values)
+
+
+def _first(fields: _Fields, name: str) -> str | None:
+    values = fields.get(name)
+    if values is None or isinstance(values, str):
+        return values
     return values[0] if values else None
 
 
-def _joined(fields: Mapping[str, list[str]], name: str) -> str | None:
+def _joined(fields: _Fields, name: str) -> str | None:
     """Return all values of an address field as one list, as RFC 5322 readers should."""
     values = fields.get(name)
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else ", ".join(values)
+    if values is None or isinstance(values, str):
+        return values
+    return ", ".join(values) if values else None
 
 
 # ------------------------------------------------------------------------------------
@@ -730,7 +747,7 @@ def _newest_received_time(
 
 
 def _message_time(
-    fields: Mapping[str, list[str]], zone: tzinfo, now: datetime
+    fields: _Fields, zone: tzinfo, now: datetime
 ) -> tuple[datetime | None, str | None]:
     date_value = _first(fields, "date")
     if date_value:
@@ -739,7 +756,7 @@ def _message_time(
             return sent_at, None
     else:
         problem = "missing Date header"
-    fallback = _newest_received_time(fields.get("received", []), zone, now)
+    fallback = _newest_received_time(_all(fields, "received"), zone, now)
     if fallback is not None:
         return fallback, f"{problem}; used the newest Received time"
     return None, f"{problem}; no valid Received time"
@@ -764,6 +781,13 @@ def _message_ids(value: str | None) -> list[str]:
 def _single_id(value: str | None) -> str | None:
     if not value:
         return None
+    if (
+        value[0] == "<"
+        and value[-1] == ">"
+        and value.count("<") == 1
+        and " " not in value
+    ):
+        return value[1:-1].strip() or None
     ids = _message_ids(value)
     if ids:
         return ids[0]
@@ -831,13 +855,11 @@ _AUTOMATION_FIELDS = frozenset(
 )
 
 
-def _field_text(fields: Mapping[str, list[str]], name: str) -> str:
+def _field_text(fields: _Fields, name: str) -> str:
     return (_first(fields, name) or "").strip().lower()
 
 
-def is_auto_reply(
-    fields: Mapping[str, list[str]], subject: str | None, is_reply: bool
-) -> bool:
+def is_auto_reply(fields: _Fields, subject: str | None, is_reply: bool) -> bool:
     """Return True when the header fields or the subject mark an automatic reply.
 
     ``fields`` maps lower-case field names to their values. The signals are
@@ -863,7 +885,7 @@ def is_auto_reply(
 
 
 def bulk_reason(
-    fields: Mapping[str, list[str]],
+    fields: _Fields,
     sender: Participant | None,
     recipient_count: int,
     recipient_threshold: int = DEFAULT_BULK_RECIPIENT_THRESHOLD,
@@ -928,7 +950,7 @@ def _list_author(
 # ------------------------------------------------------------------------------------
 
 
-def _sender(fields: Mapping[str, list[str]], defects: list[str]) -> Participant | None:
+def _sender(fields: _Fields, defects: list[str]) -> Participant | None:
     """Return the first From participant, named from X-From when From has no name."""
     senders = parse_addresses(_first(fields, "from"), defects)
     if not senders:
@@ -940,6 +962,20 @@ def _sender(fields: Mapping[str, list[str]], defects: list[str]) -> Participant 
         if name:
             sender = _participant(sender.address, name)
     return sender
+
+
+def _address_list(
+    fields: _Fields,
+    name: str,
+    archive_name: str | None,
+    defects: list[str],
+) -> list[Participant]:
+    """Return the participants of an address field, named from its X- field if any."""
+    if not fields.get(name):
+        return []
+    value = _joined(fields, name)
+    archive = _first(fields, archive_name) if archive_name else None
+    return parse_addresses(value, defects, archive_value=archive)
 
 
 def clear_caches() -> None:
@@ -987,16 +1023,10 @@ def parse_message(
         )
 
     sender = _sender(fields, defects)
-    to = parse_addresses(
-        _joined(fields, "to"), defects, archive_value=_first(fields, "x-to")
-    )
-    cc = parse_addresses(
-        _joined(fields, "cc"), defects, archive_value=_first(fields, "x-cc")
-    )
-    bcc = parse_addresses(
-        _joined(fields, "bcc"), defects, archive_value=_first(fields, "x-bcc")
-    )
-    reply_to = parse_addresses(_joined(fields, "reply-to"), defects)
+    to = _address_list(fields, "to", "x-to", defects)
+    cc = _address_list(fields, "cc", "x-cc", defects)
+    bcc = _address_list(fields, "bcc", "x-bcc", defects)
+    reply_to = _address_list(fields, "reply-to", None, defects)
 
     sent_at, date_defect = _message_time(fields, zone, current_time)
 
@@ -1038,6 +1068,6 @@ def parse_message(
         is_auto_reply=is_auto_reply(fields, subject, is_reply),
         author=author,
         date_defect=date_defect,
-        defects=sorted(set(defects)),
+        defects=sorted(set(defects)) if defects else [],
         body_hash=body_digest(raw, body_start),
     )

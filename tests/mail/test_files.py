@@ -222,6 +222,17 @@ def test_broken_files_skipped_and_counted(
     assert any("4." in line and "too-large" in line for line in logged)
 
 
+def test_large_message_read_whole(tmp_path: Path) -> None:
+    body = "x" * 79 + "\n"
+    (tmp_path / "1.").write_bytes(message("large", body=body * 3000))
+    source = FilesSource(tmp_path)
+    (batch,) = read_all(source, folder_by_key(source, "."))
+    assert [item.subject for item in batch.items] == ["large"]
+    small = FilesSource(tmp_path, max_message_bytes=200_000)
+    (batch,) = read_all(small, folder_by_key(small, "."))
+    assert [(entry.reason) for entry in batch.skipped] == ["too-large"]
+
+
 def test_file_removed_during_read_is_unreadable(tmp_path: Path) -> None:
     for number in (1, 2, 3):
         (tmp_path / f"{number}.").write_bytes(message(f"m{number}"))
