@@ -15,6 +15,7 @@ module with the server's back-off hint: the source waits when the hint fits with
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -118,6 +119,7 @@ AUTO_REPLY_CLASS_PREFIXES = (
 # server does not grow without limit.
 _DN_CACHE: OrderedDict[tuple[str, str], str | None] = OrderedDict()
 _DN_CACHE_MAX = 50_000
+_DN_CACHE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -608,7 +610,8 @@ class EwsSource:
                 key = address.lower()
                 if key in self._dn_cache or key in pending:
                     continue
-                shared = _DN_CACHE.get((self._endpoint_key(), key), _MISSING)
+                with _DN_CACHE_LOCK:
+                    shared = _DN_CACHE.get((self._endpoint_key(), key), _MISSING)
                 if shared is not _MISSING:
                     self._dn_cache[key] = shared  # type: ignore[assignment]
                     continue
@@ -798,14 +801,16 @@ _MISSING = object()
 
 
 def _remember_dn(endpoint: str, dn: str, smtp: str | None) -> None:
-    _DN_CACHE[(endpoint, dn)] = smtp
-    _DN_CACHE.move_to_end((endpoint, dn))
-    while len(_DN_CACHE) > _DN_CACHE_MAX:
-        _DN_CACHE.popitem(last=False)
+    with _DN_CACHE_LOCK:
+        _DN_CACHE[(endpoint, dn)] = smtp
+        _DN_CACHE.move_to_end((endpoint, dn))
+        while len(_DN_CACHE) > _DN_CACHE_MAX:
+            _DN_CACHE.popitem(last=False)
 
 
 def clear_dn_cache() -> None:
-    _DN_CACHE.clear()
+    with _DN_CACHE_LOCK:
+        _DN_CACHE.clear()
 
 
 def _all_mailboxes(item: Any) -> Iterator[Any]:
