@@ -394,12 +394,14 @@ class Importer:
                     message_table.insert().returning(message_table.c.id, sort_by_parameter_order=True), rows
                 ).scalars().all()
                 participant_rows = [
-                    {"message_id": message_id, "address_id": ids[address], "role": role}
+                    (message_id, ids[address], role)
                     for entry, message_id in zip(prepared, message_ids)
                     for address, role in entry.participants
                 ]
                 if participant_rows:
-                    connection.execute(MessageParticipant.__table__.insert(), participant_rows)
+                    # The largest insert of a batch goes straight to the driver's executemany,
+                    # which skips SQLAlchemy's per-row parameter processing.
+                    connection.exec_driver_sql(_participant_insert_sql(connection), participant_rows)
             copies = [{"b_fp": fp} for fp in duplicate_fingerprints if fp in self.fingerprints or fp in added_fingerprints]
             if copies:
                 message_table = Message.__table__
@@ -502,6 +504,11 @@ class Importer:
         state.items_stored += stored
         state.updated_at = utcnow()
         session.add(state)
+
+
+def _participant_insert_sql(connection) -> str:  # type: ignore[no-untyped-def]
+    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    return f"INSERT INTO messageparticipant (message_id, address_id, role) VALUES ({marker}, {marker}, {marker})"
 
 
 def _list_name(participant: Participant | None, list_id: str | None) -> str | None:
