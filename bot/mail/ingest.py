@@ -13,7 +13,7 @@ import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Callable, Iterable
 
 from sqlalchemy import bindparam, select, update
@@ -389,10 +389,7 @@ class Importer:
                 entry.row["from_address_id"] = ids[entry.sender] if entry.sender else None
                 rows.append(entry.row)
             if rows:
-                message_table = Message.__table__
-                message_ids = connection.execute(
-                    message_table.insert().returning(message_table.c.id, sort_by_parameter_order=True), rows
-                ).scalars().all()
+                message_ids = _insert_messages(connection, rows)
                 participant_rows = [
                     (message_id, ids[address], role)
                     for entry, message_id in zip(prepared, message_ids)
@@ -504,6 +501,43 @@ class Importer:
         state.items_stored += stored
         state.updated_at = utcnow()
         session.add(state)
+
+
+def _allocate_ids(connection, table: str, count: int) -> list[int]:  # type: ignore[no-untyped-def]
+    """Reserve ``count`` primary keys of a table inside the current write transaction.
+
+    On SQLite every write transaction starts with BEGIN IMMEDIATE, so no other writer can
+    insert between reading the maximum id and using the ids after it.
+    """
+    if connection.dialect.name == "sqlite":
+        start = connection.exec_driver_sql(f"SELECT COALESCE(MAX(id), 0) FROM {table}").scalar() + 1
+        return list(range(start, start + count))
+    return list(
+        connection.exec_driver_sql(
+            f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, {int(count)})"
+        ).scalars()
+    )
+
+
+def _insert_messages(connection, rows: list[dict]) -> list[int]:  # type: ignore[no-untyped-def]
+    """Insert message rows through the driver's executemany and return their ids in order."""
+    ids = _allocate_ids(connection, "message", len(rows))
+    columns = ["id", *rows[0]]
+    sqlite = connection.dialect.name == "sqlite"
+    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    values = []
+    for message_id, row in zip(ids, rows):
+        record = [message_id]
+        for column in columns[1:]:
+            value = row[column]
+            if sqlite and isinstance(value, datetime):
+                # SQLAlchemy's storage format for SQLite, so its own queries compare equal.
+                value = value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+            record.append(value)
+        values.append(tuple(record))
+    sql = f"INSERT INTO message ({', '.join(columns)}) VALUES ({', '.join([marker] * len(columns))})"
+    connection.exec_driver_sql(sql, values)
+    return ids
 
 
 def _participant_insert_sql(connection) -> str:  # type: ignore[no-untyped-def]
