@@ -230,7 +230,7 @@ def test_large_message_read_whole(tmp_path: Path) -> None:
     assert [item.subject for item in batch.items] == ["large"]
     small = FilesSource(tmp_path, max_message_bytes=200_000)
     (batch,) = read_all(small, folder_by_key(small, "."))
-    assert [(entry.reason) for entry in batch.skipped] == ["too-large"]
+    assert [entry.reason for entry in batch.skipped] == ["too-large"]
 
 
 def test_file_removed_during_read_is_unreadable(tmp_path: Path) -> None:
