@@ -15,23 +15,33 @@ _PREFIXES = (
     "res", "r", "i", "rif", "odp", "pd", "ynt", "ilt", "vl", "vs", "ref", "rép", "réf", "trans",
     "回复", "答复", "转发", "回覆", "轉寄",
 )
-_PREFIX_RE = re.compile(
-    r"^\s*(?:(?:" + "|".join(re.escape(p) for p in sorted(set(_PREFIXES), key=len, reverse=True))
-    + r")\s*(?:\[\d+\]|\(\d+\))?\s*[:：]|\[[^\]]{1,40}\])\s*",
-    re.IGNORECASE,
-)
+_PREFIX_SET = frozenset(p.casefold() for p in _PREFIXES)
+# One leading "word:" (optionally "word[2]:" or "word(2):"), or one "[list tag]".
+_LEAD_RE = re.compile(r"^\s*(?:([^\W\d_]{1,7})\s*(?:\[\d+\]|\(\d+\))?\s*[:：]|\[[^\]]{1,40}\])\s*")
 _SPACE_RE = re.compile(r"\s+")
+
+
+def _strip_one_prefix(text: str) -> str | None:
+    """Remove one reply, forward or list-tag prefix, or return None when there is none."""
+    match = _LEAD_RE.match(text)
+    if match is None:
+        return None
+    word = match.group(1)
+    if word is not None and word.casefold() not in _PREFIX_SET:
+        return None
+    return text[match.end() :]
 
 
 def normalize_subject(subject: str | None) -> str:
     """Strip reply, forward and list-tag prefixes repeatedly, fold case and white space."""
     if not subject:
         return ""
-    text = unicodedata.normalize("NFKC", subject)
-    previous = None
-    while previous != text:
-        previous = text
-        text = _PREFIX_RE.sub("", text, count=1)
+    text = unicodedata.normalize("NFKC", subject) if not subject.isascii() else subject
+    while True:
+        stripped = _strip_one_prefix(text)
+        if stripped is None:
+            break
+        text = stripped
     return _SPACE_RE.sub(" ", text).strip().casefold()
 
 
@@ -44,4 +54,4 @@ def subject_key(subject: str | None) -> str | None:
 
 
 def has_reply_prefix(subject: str | None) -> bool:
-    return bool(subject) and _PREFIX_RE.match(unicodedata.normalize("NFKC", subject)) is not None
+    return bool(subject) and _strip_one_prefix(unicodedata.normalize("NFKC", subject)) is not None
