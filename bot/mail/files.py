@@ -464,8 +464,8 @@ class FilesSource:
                 yield _Entry(str(number), source_ref, raw=raw)
         if number < done:
             raise SyncStateExpired(
-                f"mbox {spec.ref.key} contains {number} messages but the cursor says "
-                f"{done} were read; the file was rewritten, so it is read again"
+                f"mbox {spec.ref.key} contains {number} messages but its cursor "
+                f"records {done} read; the file was rewritten, so it is read again"
             )
 
     def _batches(

@@ -259,8 +259,8 @@ def _clean_name(text: str) -> str | None:
     if not name:
         return None
     if "@" in name and _bare_address(name) is not None:
-        # A display name that is an address says nothing about the person and, when it
-        # differs from the real address, misleads; the angle-bracket address is kept.
+        # A display name that is an address names nobody, and when it differs from the
+        # real address it misleads. The caller keeps the angle-bracket address.
         return None
     return name
 
@@ -878,8 +878,9 @@ def is_auto_reply(fields: _Fields, subject: str | None, is_reply: bool) -> bool:
             return True
     if _field_text(fields, "precedence") == "auto_reply":
         return True
-    # Exchange writes 'X-Auto-Response-Suppress: All' on its out-of-office replies, but
-    # the field only asks recipients not to answer automatically, so only replies count.
+    # X-Auto-Response-Suppress requests that recipients send no automatic answer
+    # (MS-OXCMAIL 2.1.3.2.20). Automatic replies carry it, but so does other automated
+    # mail, so it counts only on replies.
     suppress = _field_text(fields, "x-auto-response-suppress")
     return is_reply and ("oof" in suppress or "all" in suppress)
 

@@ -847,9 +847,8 @@ def test_enron_corpus_matches_manifest(
         else:
             assert item.sent_at is None, row["path"]
             assert item.date_defect is not None
-        # The manifest counts raw comma-separated fragments; DNs and domain-less
-        # fragments are dropped here on purpose, and those messages carry a defect that
-        # says so.
+        # The manifest counts raw comma-separated fragments. DNs and fragments without
+        # a domain are dropped here on purpose, and such messages carry a defect code.
         clean = not {"exchange-dn-address", "address-without-valid-domain"} & set(
             item.defects
         )
