@@ -1,6 +1,6 @@
 """Generate a small sample mailbox of invented people, for the demo and for tests.
 
-The mailbox belongs to Robin Hale at example.org. It holds two-way threads with people at
+The mailbox belongs to Robin Hale at example.org. It contains two-way threads with people at
 a few invented companies, one-way mail, a newsletter, an out-of-office reply, a colleague,
 a person who moves to a new employer and writes once from a free-mail address. Every
 domain is reserved for examples (example.com, example.net, example.org, *.example).
@@ -23,7 +23,7 @@ class SamplePerson:
     name: str
     address: str
     every_days: int  # how often they exchange mail with the owner
-    replies: bool  # whether the owner and they answer each other
+    replies: bool  # whether the owner and they reply to each other
 
 
 PEOPLE = [

@@ -48,7 +48,7 @@ ProgressCallback = Callable[[int], None]
 
 @dataclass
 class ImportSummary:
-    """What one import or sync run read and stored."""
+    """Counts and outcome of one import or sync run."""
 
     read: int = 0
     stored: int = 0
@@ -173,8 +173,8 @@ def machine_sender(address: str) -> bool:
 class AddressBook:
     """In-memory map of a team's addresses to their ids, creating rows in bulk as they appear.
 
-    New ids are held as pending until the caller's transaction commits, so a retried
-    transaction never sees ids that were rolled back.
+    New ids stay pending until the caller's transaction commits, so a retried transaction
+    never reuses ids that were rolled back.
     """
 
     def __init__(self, session: Session, team_id: str, policy: DomainPolicy, fold_plus: bool):
@@ -209,8 +209,8 @@ class AddressBook:
     def resolve(self, connection, wanted: dict[str, tuple[str | None, str | None]]) -> dict[str, int]:  # type: ignore[no-untyped-def]
         """Return ids for addresses, given as address -> (display name, kind or None).
 
-        Unknown addresses get a new person each; known ones get their missing display name,
-        and a list address seen for the first time as a list is marked as one.
+        Each unknown address gets a new person. A known address gets its missing display
+        name, and a list address seen as a list for the first time is marked as one.
         """
         result: dict[str, int] = {}
         new: list[tuple[str, str | None, str]] = []
@@ -316,7 +316,7 @@ class _Prepared:
 
 
 class Importer:
-    """Writes batches of one mailbox; holds the caches that make repeated batches cheap."""
+    """Batch writer for one mailbox, with the caches that make later batches cheap."""
 
     def __init__(self, engine: Engine, mailbox: Mailbox, settings: Settings):
         self.engine = engine

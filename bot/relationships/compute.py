@@ -93,8 +93,8 @@ class PersonStats:
 def reference_time(engine: Engine, mailbox: Mailbox, now: datetime | None) -> datetime:
     """Return the time strength is computed at.
 
-    An explicit ``now`` wins. A mailbox read from files is scored as of its newest message
-    (ignoring the newest 0.5%), so an archive is shown as it was on its last day; a synced
+    An explicit ``now`` wins. A mailbox read from files is scored as of its newest message,
+    ignoring the newest 0.5%, so an archive is shown as it was on its last day. A synced
     mailbox is scored as of today.
     """
     if now is not None:
@@ -131,10 +131,10 @@ def recompute(
 def learn_owner_aliases(engine: Engine, mailbox: Mailbox, settings: Settings | None = None) -> list[str]:
     """Add the owner's other addresses, learned on strong evidence.
 
-    An address belongs to the owner when it carries the owner's name (or the owner's
-    surname in its local part) and either sent a large share of the sent folders or
-    received a large share of the inbox; or when it carries the owner's full name exactly
-    and sits in the owner's own domain or at a free-mail provider.
+    An address belongs to the owner in two cases. It carries the owner's name, or the
+    owner's surname in its local part, and sent a large share of the sent folders or
+    received a large share of the inbox. Or it carries the owner's full name exactly and is
+    in the owner's own domain or at a free-mail provider.
     """
     settings = settings or get_settings()
     with Session(engine) as session:
@@ -280,9 +280,9 @@ def build_threads(
 ) -> dict[int, int]:
     """Return a thread root message id for every message id.
 
-    Messages join their parent named by In-Reply-To or References when it is stored; the
-    rest join the latest thread with the same normalised subject whose last message is
-    within ``window`` and that shares a participant other than the owner with them.
+    A message joins the parent named by its In-Reply-To or References when that parent is
+    stored. Other messages join the latest thread with the same normalised subject when its
+    last message is within ``window`` and it shares a participant other than the owner.
     """
     position = {m.id: i for i, m in enumerate(messages)}
     by_message_id = {m.internet_message_id: m for m in messages if m.internet_message_id}

@@ -114,7 +114,7 @@ def describe_cadence(days: float | None) -> str | None:
 
 
 def strength_reason(relationship: Relationship, now: datetime | None) -> str:
-    """One line on why the strength is what it is."""
+    """Explain a relationship's strength in one line."""
     ref = _reference(relationship, now)
     parts = []
     if relationship.two_way_threads:
@@ -352,7 +352,7 @@ def _company_index(session: Session, team_id: str, org_ids: set[int] | None = No
 def org_people(
     session: Session, mailbox_id: int, query: str, *, now: datetime | None = None
 ) -> tuple[OrgView | None, list[ContactView]]:
-    """The best-matching organisation among those the owner knows, and the owner's people there."""
+    """Find the best-matching organisation among the owner's, and return it with the owner's people there."""
     mailbox = session.get(Mailbox, mailbox_id)
     known = set(
         session.execute(
@@ -503,7 +503,7 @@ def mailbox_status(session: Session, mailbox_id: int) -> MailboxStatus:
 def awaiting_replies(
     session: Session, mailbox_id: int, *, now: datetime, threshold_days: float = 3.0
 ) -> list[tuple[ContactView, str | None, datetime]]:
-    """Threads where the owner wrote last and a recipient has not answered for ``threshold_days``.
+    """List threads where the owner wrote last and a recipient has not replied for ``threshold_days``.
 
     Returns (the person, the Message-ID of the thread's first message, when the owner wrote),
     oldest first. Bulk mail, auto-replies and the owner's own colleagues are left out.

@@ -15,8 +15,8 @@ For one owner and one person::
     raw = 2 * min(out, in) + one_way_factor * (max(out, in) - min(out, in))
     strength = 100 * (1 - exp(-raw / scale))
 
-The balanced part of the exchange counts in full; what one side sends beyond what the other
-answers counts at ``one_way_factor``.
+The balanced part of the exchange counts in full. What one side sends beyond what the other
+replies counts at ``one_way_factor``.
 
 ``role`` is 1 for To and ``w_cc`` for Cc (or for the owner copied on inbound mail), and ``n``
 is the number of recipients, so one-to-one mail weighs more than a message to a crowd.

@@ -149,7 +149,7 @@ class Address(SQLModel, table=True):
 
     id: Optional[int] = Field(default=None, primary_key=True)
     team_id: str = Field(default=LOCAL_TEAM, index=True)
-    address: str  # normalised: lower case, plus-tag folded when the setting asks
+    address: str  # normalised: lower case, plus-tag folded when FOLD_PLUS_ADDRESSES is set
     domain: str = Field(index=True)
     display_name: Optional[str] = None
     person_id: int = Field(foreign_key="person.id", index=True)

@@ -1,4 +1,4 @@
-"""Concurrent writers on the default SQLite store: nobody sees 'database is locked'."""
+"""Concurrent writers on the default SQLite store never get 'database is locked'."""
 
 from __future__ import annotations
 
