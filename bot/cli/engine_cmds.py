@@ -64,6 +64,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_db_option(p)
     p.set_defaults(handler=cmd_whoknows)
 
+    p = subparsers.add_parser("status", help="show each mailbox's counts and sync health")
+    p.add_argument("--owner", help="only this owner's mailbox")
+    p.add_argument("--json", action="store_true")
+    add_db_option(p)
+    p.set_defaults(handler=cmd_status)
+
     p = subparsers.add_parser("merge", help="merge the person of one address into the person of another")
     p.add_argument("keep", help="an address of the person to keep")
     p.add_argument("other", help="an address of the person to merge into it")
@@ -313,4 +319,55 @@ def cmd_merges(args: argparse.Namespace) -> int:
     for row in rows:
         undone = f", undone {row['undone_at']}" if row["undone_at"] else ""
         print(f"{row['id']:>5}  {row['reason']:<18} {', '.join(row['addresses'])} -> person {row['kept_person']}{undone}")
+    return 0
+
+
+def status_json(status) -> dict:  # type: ignore[no-untyped-def]
+    return {
+        "owner": status.owner,
+        "source": status.source_kind,
+        "messages": status.messages,
+        "people": status.people,
+        "two_way_relationships": status.two_way_relationships,
+        "organisations": status.organisations,
+        "first_message": isoformat_z(status.first_message),
+        "last_message": isoformat_z(status.last_message),
+        "last_import": isoformat_z(status.last_import_at),
+        "last_sync_ok": isoformat_z(status.last_sync_ok_at),
+        "last_sync_error": status.last_sync_error,
+        "last_sync_error_at": isoformat_z(status.last_sync_error_at),
+        "folders": [
+            {**folder, "updated_at": isoformat_z(folder["updated_at"])} for folder in status.folders
+        ],
+    }
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bot.storage.models import Mailbox
+    from sqlalchemy import select
+
+    engine = open_engine(args)
+    with Session(engine) as session:
+        if args.owner:
+            mailboxes = [queries.get_mailbox(session, args.owner)]
+        else:
+            mailboxes = list(session.execute(select(Mailbox).order_by(Mailbox.id)).scalars())
+        statuses = [queries.mailbox_status(session, m.id) for m in mailboxes]
+    if args.json:
+        print_json([status_json(s) for s in statuses])
+        return 0
+    if not statuses:
+        print("no mailboxes yet; import one with `crm-bot import PATH --owner ADDRESS`")
+        return 0
+    for status in statuses:
+        data = status_json(status)
+        print(f"{status.owner} ({status.source_kind})")
+        print(f"  messages      {status.messages:,} from {data['first_message'] or '-'} to {data['last_message'] or '-'}")
+        print(f"  people        {status.people:,} ({status.two_way_relationships:,} two-way) at {status.organisations:,} organisations")
+        print(f"  last import   {data['last_import'] or 'never'}")
+        print(f"  last sync     {data['last_sync_ok'] or 'never'}")
+        if status.last_sync_error:
+            print(f"  last error    {data['last_sync_error_at']}: {status.last_sync_error}")
+        for folder in data["folders"]:
+            print(f"  folder        {folder['folder']} ({folder['role']}): {folder['items_stored']:,} stored, updated {folder['updated_at'] or '-'}")
     return 0

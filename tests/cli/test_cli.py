@@ -112,6 +112,20 @@ def test_merge_and_unmerge(capsys, db, sample):
     assert "kofi.mensah@harborfinch.example" not in ana["addresses"]
 
 
+def test_status_reports_counts(capsys, db, sample):
+    assert main(["import", str(sample), "--owner", SAMPLE_OWNER, "--db", db]) == 0
+    [status] = run_json(capsys, "status", "--db", db)
+    assert status["owner"] == SAMPLE_OWNER
+    assert status["messages"] > 600
+    assert status["two_way_relationships"] >= 7
+    assert status["last_import"] is not None
+    assert status["last_sync_error"] is None
+    assert {f["role"] for f in status["folders"]} == {"inbox", "sent"}
+    capsys.readouterr()
+    assert main(["status", "--owner", SAMPLE_OWNER, "--db", db]) == 0
+    assert "last import" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
