@@ -632,6 +632,11 @@ def _import_folder(
     for attempt in (1, 2):
         try:
             for batch in source.read(folder, cursor):
+                if batch.complete and source.kind == "files":
+                    # A file folder read to its end keeps no cursor: the next import reads
+                    # it again, so files added anywhere in it are found, and what is stored
+                    # already counts as duplicates. Only an interrupted import resumes.
+                    batch.cursor = None
                 importer.store_batch(batch, summary)
                 if progress is not None:
                     progress(len(batch.items) + len(batch.skipped))

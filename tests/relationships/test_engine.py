@@ -280,3 +280,21 @@ def test_person_rows_survive_merges(engine):
     with Session(engine) as session:
         merged = session.execute(select(Person).where(Person.merged_into_id.is_not(None))).scalars().all()
     assert len(merged) == 1
+
+
+def test_file_import_finds_files_added_later(engine, tmp_path):
+    from bot.mail.files import FilesSource
+    from bot.sample import _message
+
+    inbox = tmp_path / "box" / "inbox"
+    inbox.mkdir(parents=True)
+    (inbox / "5.").write_bytes(bytes(_message(("Ana", ANA), [("Robin", OWNER)], "One", at(1))))
+    settings = Settings(database_url="sqlite://")
+    mailbox = ensure_mailbox(engine, OWNER)
+    first = import_source(engine, mailbox, FilesSource(tmp_path / "box"), settings=settings)
+    # A file whose name sorts before the first one arrives later.
+    (inbox / "1.").write_bytes(bytes(_message(("Kofi", KOFI), [("Robin", OWNER)], "Two", at(2))))
+    second = import_source(engine, mailbox, FilesSource(tmp_path / "box"), settings=settings)
+    assert first.stored == 1
+    assert second.stored == 1
+    assert second.duplicates == 1
