@@ -21,9 +21,9 @@ from bot.mail.headers import (
     DEFAULT_BULK_RECIPIENT_THRESHOLD,
     EARLIEST_PLAUSIBLE_DATE,
     FUTURE_TOLERANCE,
-    _bulk_reason,
-    _is_auto_reply,
-    _list_id,
+    bulk_reason,
+    is_auto_reply,
+    parse_list_id,
 )
 from bot.mail.ingest import Importer, import_source
 from bot.mail.types import MailItem, Participant
@@ -83,12 +83,12 @@ def classify(
     """
     fields = {name.lower(): values for name, values in (header_fields or {}).items()}
     is_reply = mail.in_reply_to is not None or bool(mail.references)
-    mail.list_id = mail.list_id or _list_id((fields.get("list-id") or [None])[0])
-    reason = _bulk_reason(fields, mail.sender, len(mail.recipients), recipient_threshold)
+    mail.list_id = mail.list_id or parse_list_id((fields.get("list-id") or [None])[0])
+    reason = bulk_reason(fields, mail.sender, len(mail.recipients), recipient_threshold)
     if reason is not None:
         mail.is_bulk = True
         mail.bulk_reason = mail.bulk_reason or reason
-    if _is_auto_reply(fields, mail.subject, is_reply):
+    if is_auto_reply(fields, mail.subject, is_reply):
         mail.is_auto_reply = True
 
 
