@@ -390,8 +390,9 @@ class Importer:
                 rows.append(entry.row)
             if rows:
                 message_ids = _insert_messages(connection, rows)
+                team_id = self.mailbox.team_id
                 participant_rows = [
-                    (message_id, ids[address], role)
+                    (team_id, message_id, ids[address], role)
                     for entry, message_id in zip(prepared, message_ids)
                     for address, role in entry.participants
                 ]
@@ -542,7 +543,10 @@ def _insert_messages(connection, rows: list[dict]) -> list[int]:  # type: ignore
 
 def _participant_insert_sql(connection) -> str:  # type: ignore[no-untyped-def]
     marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-    return f"INSERT INTO messageparticipant (message_id, address_id, role) VALUES ({marker}, {marker}, {marker})"
+    return (
+        "INSERT INTO messageparticipant (team_id, message_id, address_id, role) "
+        f"VALUES ({marker}, {marker}, {marker}, {marker})"
+    )
 
 
 def _list_name(participant: Participant | None, list_id: str | None) -> str | None:

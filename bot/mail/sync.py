@@ -356,7 +356,11 @@ def store_meetings(engine: Engine, mailbox: Mailbox, settings: Settings, meeting
                     if address_id is None or address_id in seen:
                         continue
                     seen.add(address_id)
-                    session.add(CalendarAttendee(event_id=event.id, address_id=address_id, response=attendee.response))
+                    session.add(
+                        CalendarAttendee(
+                            team_id=mailbox.team_id, event_id=event.id, address_id=address_id, response=attendee.response
+                        )
+                    )
             session.commit()
             return len(meetings)
 

@@ -237,6 +237,7 @@ class MessageParticipant(SQLModel, table=True):
     __table_args__ = (Index("ix_participant_address", "address_id"),)
 
     id: Optional[int] = Field(default=None, primary_key=True)
+    team_id: str = LOCAL_TEAM
     message_id: int = Field(foreign_key="message.id", index=True)
     address_id: int = Field(foreign_key="address.id")
     role: str  # from | to | cc | bcc | author (the real author behind a list rewrite)
@@ -290,6 +291,7 @@ class CalendarAttendee(SQLModel, table=True):
     """An attendee of a calendar event."""
 
     id: Optional[int] = Field(default=None, primary_key=True)
+    team_id: str = LOCAL_TEAM
     event_id: int = Field(foreign_key="calendarevent.id", index=True)
     address_id: int = Field(foreign_key="address.id", index=True)
     response: Optional[str] = None
@@ -403,6 +405,7 @@ class OpportunityPerson(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("opportunity_id", "person_id"),)
 
     id: Optional[int] = Field(default=None, primary_key=True)
+    team_id: str = LOCAL_TEAM
     opportunity_id: int = Field(foreign_key="opportunity.id", index=True)
     person_id: int = Field(foreign_key="person.id")
 
@@ -477,7 +480,10 @@ class ProcessedEvent(SQLModel, table=True):
 
 
 class SchedulerLease(SQLModel, table=True):
-    """The lease that lets exactly one process run the scheduler."""
+    """The lease that lets exactly one process of a deployment run the scheduler.
+
+    A deployment-wide row, so it has no team id.
+    """
 
     name: str = Field(primary_key=True)
     holder: str

@@ -396,6 +396,7 @@ def upgrade() -> None:
 
     op.create_table('opportunityperson',
     sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('team_id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('opportunity_id', sa.Integer(), nullable=False),
     sa.Column('person_id', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['opportunity_id'], ['opportunity.id'], ),
@@ -510,6 +511,7 @@ def upgrade() -> None:
 
     op.create_table('calendarattendee',
     sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('team_id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('event_id', sa.Integer(), nullable=False),
     sa.Column('address_id', sa.Integer(), nullable=False),
     sa.Column('response', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
@@ -523,6 +525,7 @@ def upgrade() -> None:
 
     op.create_table('messageparticipant',
     sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('team_id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('message_id', sa.Integer(), nullable=False),
     sa.Column('address_id', sa.Integer(), nullable=False),
     sa.Column('role', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
