@@ -163,6 +163,8 @@ def contact_json(view: ContactView) -> dict:
         "first_contact": isoformat_z(view.first_contact),
         "last_inbound": isoformat_z(view.last_inbound),
         "last_outbound": isoformat_z(view.last_outbound),
+        "last_two_way": isoformat_z(view.last_two_way),
+        "days_since_two_way": None if view.days_since_two_way is None else round(view.days_since_two_way, 1),
         "cadence_days": view.cadence_days,
         "reason": view.reason,
     }

@@ -57,7 +57,7 @@ def test_contacts_json_fields(capsys, db, sample):
     assert main(["import", str(sample), "--owner", SAMPLE_OWNER, "--db", db]) == 0
     contacts = run_json(capsys, "contacts", "--owner", SAMPLE_OWNER, "--db", db, "--limit", "50")
     required = {"name", "addresses", "organisation", "strength", "inbound", "outbound", "first_contact",
-                "last_inbound", "last_outbound", "cadence_days"}
+                "last_inbound", "last_outbound", "cadence_days", "last_two_way", "days_since_two_way"}
     assert contacts
     for contact in contacts:
         assert required <= set(contact)
@@ -72,6 +72,9 @@ def test_contacts_json_fields(capsys, db, sample):
     assert "maja.l.home@gmail.com" in maja["addresses"]
     ines = next(c for c in contacts if "ines.duarte@kestrel-dynamics.example" in c["addresses"])
     assert ines["inbound"] == 0
+    assert ines["last_two_way"] is None
+    theo = next(c for c in contacts if "theo.marsh@bluepeak.example" in c["addresses"])
+    assert theo["days_since_two_way"] > 100
 
 
 def test_whoknows_json(capsys, db, sample):
