@@ -27,6 +27,7 @@ from bot.mail.threads import subject_key
 from bot.mail.types import Batch, MailItem, Participant
 from bot.relationships.addresses import address_kind, normalize_address, split_via_name
 from bot.relationships.domains import DomainPolicy
+from bot.relationships.identity import owner_domain_policy
 from bot.storage.db import retry_write
 from bot.storage.models import (
     LOCAL_TEAM,
@@ -327,10 +328,7 @@ class Importer:
             owner_addresses = session.execute(
                 select(OwnerAddress.address).where(OwnerAddress.mailbox_id == mailbox.id)
             ).scalars().all()
-            internal = set(settings.extra_internal())
-            for address in owner_addresses:
-                internal.add(address.rsplit("@", 1)[1])
-            self.policy = DomainPolicy(freemail_extra=settings.extra_freemail(), internal=internal)
+            self.policy = owner_domain_policy(settings, owner_addresses)
             self.book = AddressBook(session, mailbox.team_id, self.policy, settings.fold_plus_addresses)
             self.fingerprints: set[str] = set(
                 session.execute(select(Message.fingerprint).where(Message.mailbox_id == mailbox.id)).scalars()

@@ -69,12 +69,26 @@ class _Addr:
     last_seen: datetime | None = None
 
 
+def owner_domain_policy(settings: Settings, owner_addresses) -> DomainPolicy:  # type: ignore[no-untyped-def]
+    """Build a domain policy whose internal domains are the owners' own, free-mail excluded.
+
+    An owner's personal address at a free-mail provider makes that provider neither
+    internal nor a company.
+    """
+    freemail = settings.extra_freemail()
+    plain = DomainPolicy(freemail_extra=freemail, internal=())
+    internal = set(settings.extra_internal())
+    for address in owner_addresses:
+        domain = address.rsplit("@", 1)[1]
+        if not plain.is_freemail(domain):
+            internal.add(domain)
+    return DomainPolicy(freemail_extra=freemail, internal=internal)
+
+
 def team_policy(session: Session, team_id: str, settings: Settings) -> DomainPolicy:
     """Build the domain policy of a team: free-mail extras and the owners' own domains."""
-    internal = set(settings.extra_internal())
-    for address in session.execute(select(OwnerAddress.address).where(OwnerAddress.team_id == team_id)).scalars():
-        internal.add(address.rsplit("@", 1)[1])
-    return DomainPolicy(freemail_extra=settings.extra_freemail(), internal=internal)
+    owners = session.execute(select(OwnerAddress.address).where(OwnerAddress.team_id == team_id)).scalars().all()
+    return owner_domain_policy(settings, owners)
 
 
 def internal_organisation_ids(session: Session, team_id: str) -> set[int]:
