@@ -49,6 +49,8 @@ ALIAS_MIN_SHARE = 0.05
 ALIAS_MIN_MESSAGES = 3
 CONTACT_KINDS = {"person", "role"}
 NEWEST_IGNORED_SHARE = 0.005
+CLOCK_GAP = timedelta(days=180)
+CLOCK_OUTLIER_SHARE = 0.05
 
 
 @dataclass
@@ -93,8 +95,8 @@ class PersonStats:
 def reference_time(engine: Engine, mailbox: Mailbox, now: datetime | None) -> datetime:
     """Return the time strength is computed at.
 
-    An explicit ``now`` wins. A mailbox read from files is scored as of its newest message,
-    ignoring the newest 0.5%, so an archive is shown as it was on its last day. A synced
+    An explicit ``now`` wins. A mailbox read from files is scored as of the end of its mail
+    (see ``archive_end``), so an archive is shown as it was on its last day. A synced
     mailbox is scored as of today.
     """
     if now is not None:
@@ -107,10 +109,26 @@ def reference_time(engine: Engine, mailbox: Mailbox, now: datetime | None) -> da
                 .order_by(Message.sent_at)
             ).scalars().all()
         if times:
-            # The newest 0.5% are left out: archives carry a few messages from broken clocks
-            # dated years after the rest.
-            return as_utc(times[len(times) - 1 - int(NEWEST_IGNORED_SHARE * len(times))])
+            return as_utc(archive_end(times))
     return utcnow()
+
+
+def archive_end(times: list[datetime]) -> datetime:
+    """Return the time an archive's mail ends, given its sorted message times.
+
+    Archives carry messages from broken clocks dated months or years after the rest (the
+    Enron corpus has some from 2004, two years after its last real mail). A group of
+    messages that follows a silence of more than ``CLOCK_GAP`` and makes up less than
+    ``CLOCK_OUTLIER_SHARE`` of the mailbox is left out, as is the newest 0.5%.
+    """
+    end = len(times)
+    for index in range(len(times) - 1, 0, -1):
+        if len(times) - index > CLOCK_OUTLIER_SHARE * len(times):
+            break
+        if times[index] - times[index - 1] > CLOCK_GAP:
+            end = index
+    end -= int(NEWEST_IGNORED_SHARE * end)
+    return times[max(0, end - 1)]
 
 
 def recompute(

@@ -298,3 +298,14 @@ def test_file_import_finds_files_added_later(engine, tmp_path):
     assert first.stored == 1
     assert second.stored == 1
     assert second.duplicates == 1
+
+
+def test_archive_end_ignores_broken_clocks():
+    from bot.relationships.compute import archive_end
+
+    times = [at(day) for day in range(100)] + [at(900), at(901), at(902)]
+    assert archive_end(times) == at(99)
+    # A late group that is a large share of the mailbox is real mail.
+    late = [at(day) for day in range(10)] + [at(900 + day) for day in range(10)]
+    assert archive_end(late) == at(909)
+    assert archive_end([at(1), at(2)]) == at(2)
