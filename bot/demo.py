@@ -62,7 +62,7 @@ def run(work: Path) -> int:
     for box, owner in ENRON_DEMO:
         step("import", str(work / "enron" / "maildir" / box), "--owner", owner, "--no-progress")
     step("contacts", "--owner", ENRON_DEMO[0][1], "--limit", "10")
-    step("whoknows", "dynegy")
+    step("whoknows", "reliant")
     return 0
 
 

@@ -90,6 +90,8 @@ def describe_gap(days: float | None) -> str:
         return "never"
     if days < 1:
         return "today"
+    if days < 1.5:
+        return "1 day ago"
     if days < 14:
         return f"{days:.0f} days ago"
     if days < 60:
