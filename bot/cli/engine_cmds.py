@@ -228,7 +228,8 @@ def cmd_orgs(args: argparse.Namespace) -> int:
         return 0
     for view in views:
         flag = " (internal)" if view.is_internal else ""
-        print(f"{view.best_strength:5.1f}  {view.name}{flag}  {', '.join(view.domains)}  {view.people} people")
+        people = "person" if view.people == 1 else "people"
+        print(f"{view.best_strength:5.1f}  {view.name}{flag}  {', '.join(view.domains)}  {view.people} {people}")
     return 0
 
 
@@ -265,7 +266,8 @@ def cmd_whoknows(args: argparse.Namespace) -> int:
         for hit in r["owners"]:
             print(
                 f"    {hit['owner']}: {hit['band']} ({hit['strength']:.1f}), "
-                f"{hit['contacts']} people, last contact {hit['last_contact'] or 'never'}"
+                f"{hit['contacts']} {'person' if hit['contacts'] == 1 else 'people'}, "
+                f"last contact {hit['last_contact'] or 'never'}"
             )
     return 0
 
