@@ -264,7 +264,11 @@ def _best_match(matches: list[ContactView], query: str) -> tuple[ContactView, li
 
 
 def _visible_results(session: Session, results: list[WhoKnowsResult], caller: Caller) -> list[WhoKnowsResult]:
-    """Drop owners who share with nobody and strip people from every other owner's hit."""
+    """Keep the caller's own hits; of other owners keep only linked ones who share, without people.
+
+    An owner whose mailbox is not linked to a Slack user of the workspace never agreed to
+    anything, so their mailbox is not shown to colleagues.
+    """
     mailbox_ids = [hit.mailbox_id for r in results for hit in r.owners]
     levels = linking.sharing_levels(session, mailbox_ids)
     visible = []
@@ -273,7 +277,7 @@ def _visible_results(session: Session, results: list[WhoKnowsResult], caller: Ca
         for hit in result.owners:
             if hit.mailbox_id == caller.mailbox_id:
                 owners.append(hit)
-            elif levels.get(hit.mailbox_id) != "nobody":
+            elif levels.get(hit.mailbox_id) not in (None, "nobody"):
                 owners.append(dataclasses.replace(hit, people=[]))
         if owners:
             visible.append(dataclasses.replace(result, owners=owners))

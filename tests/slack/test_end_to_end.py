@@ -78,6 +78,16 @@ def test_whoknows_hides_colleagues_contacts(fake_slack, enron_http, enron_engine
     assert audit[0].detail["owners"]
 
 
+def test_whoknows_leaves_out_unlinked_owners(fake_slack, enron_http, enron_engine, enron_data):
+    # Martin Cuilla's mailbox is imported, but he never used the app, so he agreed to nothing.
+    reply = ask(fake_slack, enron_http, "/whoknows", "apbenergy", BADEER)
+    text = blocks_text(reply)
+    assert "You" in text
+    assert f"<@{CUILLA}>" not in text
+    assert "martin.cuilla" not in text
+    assert "knows 1 person there" not in text
+
+
 def test_home_tab_published_on_open(fake_slack, enron_http, enron_engine, enron_data):
     mailbox_id = enron_data.mailbox_ids["robert.badeer@enron.com"]
     with Session(enron_engine) as session:
