@@ -108,7 +108,12 @@ class Console:
 
     def click(self, number: int) -> Rendered:
         if not 1 <= number <= len(self.buttons):
-            return self._show(build_error(f"There is no button {number}; choose one of 1 to {len(self.buttons)}."))
+            # The error is rendered without _show, so the last reply's buttons stay clickable.
+            if self.buttons:
+                hint = f"choose one of 1 to {len(self.buttons)}"
+            else:
+                hint = "the last reply has none, so run a command such as `/crm top` first"
+            return render_blocks(build_error(f"There is no button {number}; {hint}.").blocks)
         button = self.buttons[number - 1]
         action_id = button["action_id"]
         if action_id == ids.REFRESH_HOME:

@@ -178,11 +178,19 @@ def test_console_buttons_chosen_by_number(enron_engine):
     assert "[1] Strongest" in home.text
     strongest = console.run("1")
     assert "Your strongest relationships" in strongest.text
+    strongest_buttons = list(console.buttons)
+    assert "There is no button 99; choose one of 1 to" in console.run("99").text
+    assert console.buttons == strongest_buttons
     first_card_value = console.buttons[0]["value"]
     card = console.run("1")
     assert first_card_value.split(" ", 1)[1] in card.text
     assert "Strength:" in card.text
-    assert "There is no button 99" in console.run("99").text
+
+
+def test_console_number_before_any_reply(enron_engine):
+    console = open_console(enron_engine, "robert.badeer@enron.com", now=ENRON_NOW)
+    assert "the last reply has none" in console.run("1").text
+    assert "1 to 0" not in console.run("2").text
 
 
 def test_console_repl_reads_until_quit(enron_engine):
