@@ -9,6 +9,8 @@ import logging
 import sys
 from typing import Callable, Sequence
 
+from sqlalchemy.exc import OperationalError
+
 from bot.config import get_settings
 from bot.errors import BotError, ConfigError, InputError, NotFoundError
 from bot.timeutil import parse_iso
@@ -89,6 +91,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BotError as exc:
         print(f"crm-bot: error: {exc}", file=sys.stderr)
+        return 1
+    except OperationalError as exc:
+        # A server that is down or rejects the login. The driver's text names the host but not the password.
+        log.debug("database operation failed", exc_info=True)
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+        print(
+            f"crm-bot: error: database failed: {reason}; check --db or DATABASE_URL and that the server is running",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print("crm-bot: interrupted; run the same command again to resume", file=sys.stderr)

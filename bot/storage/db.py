@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import Session, create_engine
+
+from bot.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +30,23 @@ def normalize_url(url: str) -> str:
     return url
 
 
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+URL_EXAMPLES = "sqlite:///path.db or postgresql+psycopg://user@host/db"
+
+
 def make_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets WAL, a busy timeout, foreign keys and BEGIN IMMEDIATE."""
+    """Create an engine; SQLite gets WAL, a busy timeout, foreign keys and BEGIN IMMEDIATE.
+
+    Raises ConfigError for a URL that cannot be parsed or names another database. The
+    message leaves the URL out because it may contain a password.
+    """
     url = normalize_url(url)
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError:
+        raise ConfigError(f"invalid database URL; use {URL_EXAMPLES} (set by --db or DATABASE_URL)") from None
+    if backend not in SUPPORTED_BACKENDS:
+        raise ConfigError(f"unsupported database {backend!r}; use {URL_EXAMPLES} (set by --db or DATABASE_URL)")
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
@@ -49,7 +66,13 @@ def _configure_sqlite(engine: Engine) -> None:
         # Take transaction control from the sqlite3 module so that BEGIN below is ours.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(
+                f"failed to open {engine.url.database} as a SQLite database ({exc}); "
+                "give a new file or one written by crm-bot"
+            ) from None
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import tarfile
 from pathlib import Path
 
@@ -159,6 +160,42 @@ def test_invalid_setting_exits_2(capsys, db, monkeypatch):
         get_settings.cache_clear()
     err = capsys.readouterr().err
     assert "STRENGTH_HALF_LIFE_DAYS" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("not-a-url", "invalid database URL"),
+        ("mysql://localhost/crm", "unsupported database 'mysql'"),
+    ],
+)
+def test_invalid_database_url_exits_2(capsys, url, message):
+    assert main(["status", "--db", url]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_file_that_is_not_sqlite_exits_2(capsys, tmp_path):
+    path = tmp_path / "mail.bin"
+    path.write_bytes(b"\x00\x01not a database" * 1000)
+    assert main(["status", "--db", f"sqlite:///{path}"]) == 2
+    err = capsys.readouterr().err
+    assert f"failed to open {path} as a SQLite database" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_unreachable_postgresql_exits_1(capsys):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql+psycopg://crm:topsecret@127.0.0.1:{port}/crm"
+    assert main(["status", "--db", url]) == 1
+    err = capsys.readouterr().err
+    assert "database failed" in err
+    assert f"port {port} failed" in err
+    assert "topsecret" not in err
     assert len(err.strip().splitlines()) == 1
 
 
