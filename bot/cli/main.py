@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -85,7 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise InputError(f"invalid --log-level {args.log_level!r}; use DEBUG, INFO, WARNING or ERROR")
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
         handler: Callable[[argparse.Namespace], int | None] = args.handler
-        return handler(args) or 0
+        status = handler(args) or 0
+        # Flush here, so that a reader that closed the pipe is caught below and not at exit.
+        sys.stdout.flush()
+        return status
     except (InputError, NotFoundError, ConfigError) as exc:
         print(f"crm-bot: error: {exc}", file=sys.stderr)
         return 2
@@ -104,6 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("crm-bot: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout closed it early, as `crm-bot orgs ... | head` does. Point stdout at
+        # /dev/null so that the interpreter's final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -197,6 +199,21 @@ def test_unreachable_postgresql_exits_1(capsys):
     assert f"port {port} failed" in err
     assert "topsecret" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_closed_stdout_ends_quietly(db, sample):
+    assert main(["import", str(sample), "--owner", SAMPLE_OWNER, "--db", db, "--no-progress"]) == 0
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "orgs", "--owner", SAMPLE_OWNER, "--db", db],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    process.stdout.close()
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert b"Traceback" not in err
+    assert b"BrokenPipeError" not in err
 
 
 @pytest.fixture(scope="module")
