@@ -24,11 +24,24 @@ DEFAULT_PORT = 3000
 DEFAULT_SYNC_MINUTES = 15
 
 
+def port_number(text: str) -> int:
+    """argparse type for --port: a TCP port from 0 to 65535, where 0 lets the system choose."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}; give a number such as 3000") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}; give a number from 0 to 65535")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "serve", help="run the Slack app: Socket Mode when SLACK_APP_TOKEN is set, HTTP on --port otherwise"
     )
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"HTTP port in HTTP mode (default {DEFAULT_PORT})")
+    p.add_argument(
+        "--port", type=port_number, default=DEFAULT_PORT, help=f"HTTP port in HTTP mode (default {DEFAULT_PORT})"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on in HTTP mode (default 127.0.0.1)")
     p.add_argument(
         "--no-scheduler",

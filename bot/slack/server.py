@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Callable
 from slack_bolt import App
 from slack_bolt.request import BoltRequest
 
+from bot.errors import ConfigError
+
 if TYPE_CHECKING:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
@@ -106,7 +108,13 @@ def serve_http(app: App, host: str, port: int, *, announce: Callable[[str], None
     Args:
         announce: also receives the "listening" line, for a command line to print.
     """
-    server = make_server(app, host, port)
+    try:
+        server = make_server(app, host, port)
+    except OSError as exc:
+        raise ConfigError(
+            f"failed to listen on {host}:{port} ({exc.strerror or exc}); "
+            "choose another --port or --host, or stop the process that uses it"
+        ) from None
     bound_host, bound_port = server.server_address[:2]
     ready = f"listening for Slack requests on http://{bound_host}:{bound_port}{EVENTS_PATH}"
     log.info("%s", ready)

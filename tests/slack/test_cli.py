@@ -104,6 +104,24 @@ def test_serve_with_rejected_token_fails_clearly(monkeypatch, slack_env, capsys)
     assert "xoxb-revoked" not in error
 
 
+def test_serve_port_out_of_range_exits_2(slack_env, capsys):
+    assert main(["serve", "--port", "99999", "--no-scheduler"]) == 2
+    error = capsys.readouterr().err
+    assert "invalid port '99999'" in error
+    assert len(error.strip().splitlines()) == 1
+
+
+def test_serve_port_in_use_exits_2(slack_env, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port), "--no-scheduler"]) == 2
+    error = capsys.readouterr().err
+    assert f"failed to listen on 127.0.0.1:{port}" in error
+    assert "Traceback" not in error
+
+
 def test_on_start_schedules_mailbox_syncs(slack_env, enron_engine):
     from apscheduler.schedulers.background import BackgroundScheduler
 
