@@ -638,7 +638,6 @@ def test_oauth_token_from_the_identity_provider(box, tmp_path):
 
 
 def test_enron_mailbox_matches_the_file_import(tmp_path):
-    pytest.importorskip("bot.mail.files")
     from tests.fakes.exchange_harness import (
         ENRON_OWNER,
         enron_mailbox,

@@ -415,7 +415,6 @@ def test_meetings_and_contacts_are_stored(engine, box, server):
 
 
 def test_enron_mailbox_matches_the_file_import(tmp_path):
-    pytest.importorskip("bot.mail.files")
     from bot.storage.db import make_engine
     from bot.storage.schema import create_schema
     from tests.fakes.exchange_harness import (
