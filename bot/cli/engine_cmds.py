@@ -170,29 +170,22 @@ def contact_json(view: ContactView) -> dict:
     }
 
 
-def _recompute_if_needed(engine: Engine, mailbox_id: int, now) -> None:  # type: ignore[no-untyped-def]
-    if now is None:
-        return
-    from bot.storage.models import Relationship
-    from sqlalchemy import select
-
-    with Session(engine) as session:
-        ref = session.execute(
-            select(Relationship.reference_time).where(Relationship.mailbox_id == mailbox_id).limit(1)
-        ).scalar()
-    if ref is None or abs((ref - now).total_seconds()) > 1:
-        compute.recompute(engine, mailbox_id, now)
-
-
 def cmd_contacts(args: argparse.Namespace) -> int:
     engine = open_engine(args)
     with Session(engine) as session:
         mailbox = queries.get_mailbox(session, args.owner)
-    _recompute_if_needed(engine, mailbox.id, args.now)
     with Session(engine) as session:
-        views = queries.top_contacts(
-            session, mailbox.id, limit=args.limit, now=args.now, include_internal=not args.external
-        )
+        if args.now is None:
+            views = queries.top_contacts(
+                session, mailbox.id, limit=args.limit, now=None, include_internal=not args.external
+            )
+        else:
+            # Computed for that date only; the stored relationships are left as they are.
+            rows = compute.relationships_as_of(engine, mailbox.id, args.now)
+            if args.external:
+                rows = [r for r in rows if not r.is_internal]
+            rows.sort(key=lambda r: (-r.strength, -(r.inbound_count + r.outbound_count), r.person_id))
+            views = queries.contact_views(session, rows[: args.limit], args.now)
     if args.json:
         print_json([contact_json(v) for v in views])
         return 0

@@ -143,7 +143,24 @@ def recompute(
     at = reference_time(engine, mailbox, now)
     retry_write(learn_owner_aliases, engine, mailbox, settings)
     retry_write(identity.resolve_team, engine, mailbox.team_id, settings)
-    return retry_write(_compute, engine, mailbox, at, settings)
+    return len(retry_write(_compute, engine, mailbox, at, settings))
+
+
+def relationships_as_of(
+    engine: Engine, mailbox_id: int, now: datetime, *, settings: Settings | None = None
+) -> list[Relationship]:
+    """Compute a mailbox's relationships as of ``now`` without storing anything.
+
+    The stored relationships stay as the last recompute left them, so asking about another
+    date never changes what other commands and users see. The returned rows are transient.
+    """
+    settings = settings or get_settings()
+    with Session(engine, expire_on_commit=False) as session:
+        mailbox = session.get(Mailbox, mailbox_id)
+    if mailbox is None:
+        raise ValueError(f"mailbox {mailbox_id} does not exist")
+    rows = _compute(engine, mailbox, as_utc(now), settings, store=False)
+    return [Relationship(**row) for row in rows]
 
 
 def learn_owner_aliases(engine: Engine, mailbox: Mailbox, settings: Settings | None = None) -> list[str]:
@@ -336,7 +353,7 @@ def _people_of(m: MessageRow, person_of: dict[int, int]) -> set[int]:
     return {person_of[a] for a in ids if a is not None and a in person_of}
 
 
-def _compute(engine: Engine, mailbox: Mailbox, at: datetime, settings: Settings) -> int:
+def _compute(engine: Engine, mailbox: Mailbox, at: datetime, settings: Settings, store: bool = True) -> list[dict]:
     params = StrengthParams.from_settings(settings)
     window = timedelta(days=settings.thread_window_days)
     with Session(engine) as session:
@@ -462,6 +479,8 @@ def _compute(engine: Engine, mailbox: Mailbox, at: datetime, settings: Settings)
                     "reference_time": at,
                 }
             )
+        if not store:
+            return rows
         session.execute(delete(Relationship).where(Relationship.mailbox_id == mailbox.id))
         if rows:
             session.execute(insert(Relationship), rows)
@@ -481,7 +500,7 @@ def _compute(engine: Engine, mailbox: Mailbox, at: datetime, settings: Settings)
             )
         session.commit()
     log.info("mailbox %s: %d relationships as of %s", mailbox.id, len(rows), at.isoformat())
-    return len(rows)
+    return rows
 
 
 def _direction(m: MessageRow, owner_address_ids: set[int]) -> str:

@@ -186,6 +186,11 @@ def _contact_views(
     return views
 
 
+def contact_views(session: Session, relationships: list[Relationship], now: datetime | None) -> list[ContactView]:
+    """Turn relationship rows, stored or transient, into views in the order given."""
+    return _contact_views(session, relationships, now)
+
+
 def top_contacts(
     session: Session,
     mailbox_id: int,

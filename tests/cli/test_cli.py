@@ -251,3 +251,17 @@ def test_enron_corpus_imports_completely(capsys, tmp_path, enron):
         for contact in contacts:
             assert contact["inbound"] + contact["outbound"] > 0
             assert not any(word in a for a in contact["addresses"] for word in ("noreply", "announce", "newsletter", "webmaster"))
+
+
+def test_contacts_now_leaves_stored_data(capsys, db, sample):
+    assert main(["import", str(sample), "--owner", SAMPLE_OWNER, "--db", db]) == 0
+    before = run_json(capsys, "contacts", "--owner", SAMPLE_OWNER, "--db", db, "--limit", "50")
+    early = run_json(capsys, "contacts", "--owner", SAMPLE_OWNER, "--db", db, "--now", "2025-12-01")
+    assert 0 < len(early) < len(before) or early != before
+    for contact in early:
+        for field in ("last_inbound", "last_outbound"):
+            assert contact[field] is None or contact[field] <= "2025-12-01T00:00:00Z"
+    nothing = run_json(capsys, "contacts", "--owner", SAMPLE_OWNER, "--db", db, "--now", "1990-01-01")
+    assert nothing == []
+    after = run_json(capsys, "contacts", "--owner", SAMPLE_OWNER, "--db", db, "--limit", "50")
+    assert after == before
