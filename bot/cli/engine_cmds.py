@@ -12,7 +12,7 @@ from sqlmodel import Session
 
 from bot.cli.main import add_db_option, iso_datetime, positive_int, print_json
 from bot.config import get_settings
-from bot.errors import InputError
+from bot.errors import InputError, NotFoundError
 from bot.relationships import compute, identity, queries
 from bot.relationships.strength import band
 from bot.relationships.views import ContactView, OrgView
@@ -22,8 +22,17 @@ from bot.storage.schema import create_schema
 from bot.timeutil import isoformat_z
 
 
-def open_engine(args: argparse.Namespace) -> Engine:
+def open_engine(args: argparse.Namespace, *, create: bool = False) -> Engine:
+    """Open the database of a command; only ``create`` commands may make a new SQLite file."""
     url = getattr(args, "db", None) or get_settings().database_url
+    if not create and url.startswith("sqlite"):
+        from sqlalchemy.engine import make_url
+
+        path = make_url(url).database
+        if path and path != ":memory:" and not Path(path).exists():
+            raise NotFoundError(
+                f"no database at {path}; import mail first with `crm-bot import PATH --owner ADDRESS`"
+            )
     engine = make_engine(url)
     create_schema(engine)
     return engine
@@ -119,7 +128,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     if not args.path.exists():
         raise InputError(f"{args.path} does not exist; give a Maildir, an mbox file, an .eml file or a folder")
     settings = get_settings()
-    engine = open_engine(args)
+    engine = open_engine(args, create=True)
     mailbox = ensure_mailbox(
         engine, args.owner, source_kind="files", owner_name=args.name, timezone=args.timezone,
         source_config={"path": str(args.path.resolve())},

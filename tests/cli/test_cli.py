@@ -118,6 +118,22 @@ def test_merge_and_unmerge(capsys, db, sample):
     assert "kofi.mensah@harborfinch.example" not in ana["addresses"]
 
 
+def test_read_commands_create_no_database(capsys, tmp_path):
+    missing = tmp_path / "absent" / "crm.db"
+    assert main(["status", "--db", f"sqlite:///{missing}"]) == 2
+    assert "no database at" in capsys.readouterr().err
+    assert not missing.parent.exists()
+
+
+def test_unknown_owner_and_merge_are_reported(capsys, db, sample):
+    assert main(["import", str(sample), "--owner", SAMPLE_OWNER, "--db", db]) == 0
+    capsys.readouterr()
+    assert main(["contacts", "--owner", "nobody@example.com", "--db", db]) == 2
+    assert "no mailbox" in capsys.readouterr().err
+    assert main(["unmerge", "999", "--db", db]) == 2
+    assert "no merge" in capsys.readouterr().err
+
+
 def test_status_reports_counts(capsys, db, sample):
     assert main(["import", str(sample), "--owner", SAMPLE_OWNER, "--db", db]) == 0
     [status] = run_json(capsys, "status", "--db", db)
@@ -137,11 +153,11 @@ def test_status_reports_counts(capsys, db, sample):
     [
         (["import", "/nonexistent/path", "--owner", SAMPLE_OWNER], "does not exist"),
         (["import", ".", "--owner", "not-an-address"], "invalid owner address"),
-        (["contacts", "--owner", "nobody@example.com"], "no mailbox"),
+        (["contacts", "--owner", "nobody@example.com"], "no database at"),
         (["contacts", "--owner", SAMPLE_OWNER, "--now", "yesterday"], "invalid date"),
         (["contacts", "--owner", SAMPLE_OWNER, "--limit", "0"], "give 1 or more"),
         (["frobnicate"], "invalid choice"),
-        (["unmerge", "999", "--owner", SAMPLE_OWNER], "no merge"),
+        (["unmerge", "999", "--owner", SAMPLE_OWNER], "no database at"),
     ],
 )
 def test_input_errors_exit_2(capsys, db, args, message):
