@@ -86,10 +86,12 @@ class PersonStats:
     two_way_threads: int = 0
     days: set = field(default_factory=set)
 
-    def touch(self, when: datetime) -> None:
+    def touch(self, when: datetime, counted: bool = True) -> None:
+        """Record contact at ``when``; only counted mail sets the cadence."""
         if self.first is None or when < self.first:
             self.first = when
-        self.days.add(when.date())
+        if counted:
+            self.days.add(when.date())
 
 
 def reference_time(engine: Engine, mailbox: Mailbox, now: datetime | None) -> datetime:
@@ -403,7 +405,7 @@ def _compute(engine: Engine, mailbox: Mailbox, at: datetime, settings: Settings,
                 if m.list_address is not None and sender_id in contact_address:
                     pid = person_of[sender_id]
                     if pid in contact_people:
-                        stats[pid].touch(m.sent_at)
+                        stats[pid].touch(m.sent_at, counted=False)
                 continue
             recipients = max(1, len(m.to) + len(m.cc) + len(m.bcc))
             if direction == "out":
@@ -433,7 +435,7 @@ def _compute(engine: Engine, mailbox: Mailbox, at: datetime, settings: Settings,
                 for address_id in (*m.to, *m.cc):
                     other = person_of.get(address_id)
                     if address_id in contact_address and other in contact_people and other != pid:
-                        stats[other].touch(m.sent_at)
+                        stats[other].touch(m.sent_at, counted=False)
                 owner_in_to = any(a in owner_address_ids for a in m.to)
                 s = stats[pid]
                 s.inbound += 1

@@ -35,6 +35,7 @@ from bot.relationships.matching import normalize_company
 from bot.storage.models import (
     Address,
     Employment,
+    Mailbox,
     Message,
     MessageParticipant,
     Organisation,
@@ -479,6 +480,20 @@ def find_person(session: Session, team_id: str, address: str) -> Person:
 def merge_addresses(engine: Engine, team_id: str, keep: str, other: str, actor: str | None = None) -> int:
     """Merge the person of ``other`` into the person of ``keep``; return the merge id."""
     with Session(engine) as session:
+        owners = dict(
+            session.execute(
+                select(OwnerAddress.address, Mailbox.owner_address)
+                .join(Mailbox, Mailbox.id == OwnerAddress.mailbox_id)
+                .where(OwnerAddress.team_id == team_id)
+            ).all()
+        )
+        for address in (keep, other):
+            owner = owners.get(address.strip().lower())
+            if owner is not None:
+                raise InputError(
+                    f"{address} is an address of the mailbox owner {owner}, and owners are never contacts; "
+                    "merge two contacts' addresses instead"
+                )
         kept = find_person(session, team_id, keep)
         merged = find_person(session, team_id, other)
         if kept.id == merged.id:

@@ -307,7 +307,10 @@ def _org_views(session: Session, mailbox_id: int, org_ids: list[int] | None = No
             func.max(Relationship.last_outbound),
         )
         .join(Relationship, Relationship.organisation_id == Organisation.id)
-        .where(Relationship.mailbox_id == mailbox_id)
+        .where(
+            Relationship.mailbox_id == mailbox_id,
+            or_(Relationship.inbound_count > 0, Relationship.outbound_count > 0),
+        )
         .group_by(Organisation.id, Organisation.name, Organisation.is_internal)
     )
     if org_ids is not None:

@@ -132,6 +132,8 @@ def test_unknown_owner_and_merge_are_reported(capsys, db, sample):
     assert "no mailbox" in capsys.readouterr().err
     assert main(["unmerge", "999", "--db", db]) == 2
     assert "no merge" in capsys.readouterr().err
+    assert main(["merge", SAMPLE_OWNER, "ana.silva@harborfinch.example", "--db", db]) == 2
+    assert "owners are never contacts" in capsys.readouterr().err
 
 
 def test_status_reports_counts(capsys, db, sample):
