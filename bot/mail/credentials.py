@@ -71,8 +71,9 @@ def validate_reference(reference: str) -> str:
     if text.startswith("env:"):
         name = text[len("env:") :]
         if not name or not all(ch.isalnum() or ch == "_" for ch in name):
+            # The value is not echoed: a user may have pasted the secret itself.
             raise InputError(
-                f"invalid credentials reference {reference!r}: after 'env:' give an environment "
+                "invalid credentials reference: after 'env:' give an environment "
                 "variable name made of letters, digits and '_'"
             )
         return text
@@ -82,7 +83,8 @@ def validate_reference(reference: str) -> str:
             raise InputError(f"invalid credentials reference {reference!r}: give a path after 'file:'")
         return text
     raise InputError(
-        f"invalid credentials reference {reference!r}: use env:NAME or file:/path/to/secret.json"
+        "invalid credentials reference: use env:NAME or file:/path/to/secret.json "
+        "(the value given is not shown, as it may be a secret)"
     )
 
 

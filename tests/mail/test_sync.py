@@ -295,3 +295,13 @@ def test_cli_rejects_bad_input_with_exit_2(db_url, capsys, argv, message):
 def test_cli_sync_unknown_mailbox(db_url, capsys):
     assert main(["sync", "--mailbox", "nobody@example.org", "--db", db_url]) == 2
     assert "no mailbox for nobody@example.org" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("reference", ["plain:hunter2-secret", "hunter2-secret", "env:hunter2-secret"])
+def test_invalid_reference_never_echoes_value(reference):
+    from bot.errors import InputError
+    from bot.mail.credentials import validate_reference
+
+    with pytest.raises(InputError) as caught:
+        validate_reference(reference)
+    assert "hunter2" not in str(caught.value)
