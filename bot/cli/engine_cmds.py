@@ -144,7 +144,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - started
     with Session(engine) as session:
         status = queries.mailbox_status(session, mailbox.id)
-    print(f"read {summary.read:,} messages from {args.path} in {elapsed:.1f}s")
+    noun = "message" if summary.read == 1 else "messages"
+    print(f"read {summary.read:,} {noun} from {args.path} in {elapsed:.1f}s")
     print(f"  stored      {summary.stored:,}")
     print(f"  duplicates  {summary.duplicates:,}")
     print(f"  skipped     {summary.skipped_total:,}" + _skipped_detail(summary.skipped))

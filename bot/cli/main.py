@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     except KeyboardInterrupt:
-        print("crm-bot: interrupted; run the same command again to resume", file=sys.stderr)
+        print("crm-bot: interrupted; an import or sync resumes where it stopped when run again", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader of stdout closed it early, as `crm-bot orgs ... | head` does. Point stdout at

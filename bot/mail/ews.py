@@ -781,7 +781,7 @@ class EwsSource:
                 transient += 1
                 if transient > settings.transient_retries:
                     raise SourceError(
-                        f"Exchange at {self._endpoint_key()} failed {transient} times while {action} for "
+                        f"Exchange at {self._endpoint_key()} failed on {transient} attempts while {action} for "
                         f"{settings.owner}: {type(exc).__name__}; the next sync tries again"
                     ) from None
                 delay = min(2.0**transient, 30.0)

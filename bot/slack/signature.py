@@ -136,7 +136,7 @@ class SignedRequestGuard(Middleware):
         with self._lock:
             self.rejected[kind] = self.rejected.get(kind, 0) + 1
             count = self.rejected[kind]
-        log.warning("rejected a %s Slack request (%d so far): %s", kind, count, reason)
+        log.warning("rejected Slack request: %s (%d %s requests so far): %s", kind, count, kind, reason)
         return BoltResponse(status=401, body={"error": "invalid request"})
 
 
