@@ -520,7 +520,7 @@ def test_persistent_failure_fails_the_sync_in_plain_words(engine, box, server):
     sleeps: list[float] = []
     outcome = sync_mailbox(engine, mailbox, settings(), source_factory=factory_for(server, sleeps), read_calendar=False)
     assert outcome.outcome == "failed"
-    assert "failed 4 times" in outcome.error
+    assert "failed on 4 attempts" in outcome.error
     with Session(engine) as session:
         row = session.get(Mailbox, mailbox.id)
         run = session.execute(select(SyncRun).where(SyncRun.mailbox_id == mailbox.id)).scalars().one()
