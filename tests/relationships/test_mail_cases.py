@@ -22,6 +22,7 @@ from bot.relationships.compute import recompute
 from bot.storage.models import (
     Address,
     Message,
+    MessageParticipant,
     Organisation,
     OrganisationDomain,
     Person,
@@ -162,7 +163,10 @@ def test_impossible_date_uses_received(engine):
         message = session.execute(select(Message)).scalar_one()
     assert isoformat_z(message.sent_at) == want["message_time_utc"]
     assert message.date_defect
-    assert set(contacts(engine, mailbox_id)) == set(want["contacts"])
+    found = contacts(engine, mailbox_id)
+    assert set(found) == set(want["contacts"])
+    for address in want["contacts"]:
+        assert found[address].inbound == 1
 
 
 def test_address_case_folded(engine):
@@ -233,6 +237,12 @@ def test_own_organisation_is_internal(engine):
     with Session(engine) as session:
         for result in queries.who_knows(session, "example"):
             assert "example.org" not in result.domains
+        answers = queries.who_knows(session, "harborfinch")
+        assert answers
+        for result in answers:
+            for hit in result.owners:
+                people = {a for view in hit.people for a in view.addresses}
+                assert not people & set(want["internal"])
         assert queries.going_cold(session, mailbox_id, now=parse_iso("2030-01-01")) == []
         assert session.execute(select(RoleChange)).first() is None
 
@@ -287,6 +297,17 @@ def test_auto_replies_are_not_replies(engine):
         )
     got = [{"kind": "awaiting_reply", "contact": view.addresses[0], "thread_message_id": f"<{mid}>"} for view, mid, _ in waiting]
     assert sorted(got, key=str) == sorted(want["opportunities"], key=str)
+    # Without the auto-replies in the store, every strength is the same.
+    strengths = {address: view.strength for address, view in found.items()}
+    with Session(engine) as session:
+        auto = session.execute(select(Message.id).where(Message.is_auto_reply.is_(True))).scalars().all()
+        assert len(auto) == 2
+        session.execute(MessageParticipant.__table__.delete().where(MessageParticipant.message_id.in_(auto)))
+        session.execute(Message.__table__.delete().where(Message.id.in_(auto)))
+        session.commit()
+    recompute(engine, mailbox_id, now, settings=Settings(database_url="sqlite://"))
+    after = contacts(engine, mailbox_id)
+    assert {address: view.strength for address, view in after.items()} == strengths
 
 
 def test_duplicates_and_missing_message_ids(engine):
