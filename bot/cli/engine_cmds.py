@@ -236,7 +236,15 @@ def cmd_orgs(args: argparse.Namespace) -> int:
     return 0
 
 
+WHOKNOWS_MIN_QUERY = 2
+
+
 def cmd_whoknows(args: argparse.Namespace) -> int:
+    if len(args.query.strip()) < WHOKNOWS_MIN_QUERY:
+        raise InputError(
+            f"who-knows query {args.query!r} is too short; give at least {WHOKNOWS_MIN_QUERY} characters "
+            "of a company name or domain, e.g. `crm-bot whoknows orion`"
+        )
     engine = open_engine(args)
     with Session(engine) as session:
         results = queries.who_knows(session, args.query, limit=args.limit, now=args.now)
@@ -263,6 +271,7 @@ def cmd_whoknows(args: argparse.Namespace) -> int:
         return 0
     if not results:
         print(f"nobody knows anyone at an organisation matching {args.query!r}")
+        print("(only external organisations are searched: the owners' own organisation never is)")
         return 0
     for r in payload:
         print(f"{r['organisation']} ({', '.join(r['domains'])}), match {r['score']:.0f}")
@@ -307,10 +316,26 @@ def _recompute_owner(engine: Engine, owner: str | None) -> None:
 def cmd_merges(args: argparse.Namespace) -> int:
     engine = open_engine(args)
     records = identity.list_merges(engine, LOCAL_TEAM)
+    from bot.storage.models import Address, Person
+    from sqlalchemy import select
+
+    with Session(engine) as session:
+        kept_ids = {r.kept_person_id for r in records}
+        names = dict(
+            session.execute(select(Person.id, Person.display_name).where(Person.id.in_(kept_ids))).all()
+        ) if kept_ids else {}
+        first_address = {}
+        if kept_ids:
+            for person_id, address in session.execute(
+                select(Address.person_id, Address.address).where(Address.person_id.in_(kept_ids)).order_by(Address.id)
+            ):
+                first_address.setdefault(person_id, address)
     rows = [
         {
             "id": r.id,
             "kept_person": r.kept_person_id,
+            "kept_name": names.get(r.kept_person_id),
+            "kept_address": first_address.get(r.kept_person_id),
             "merged_person": r.merged_person_id,
             "merged_name": r.merged_name,
             "addresses": r.moved_addresses,
@@ -325,7 +350,8 @@ def cmd_merges(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         undone = f", undone {row['undone_at']}" if row["undone_at"] else ""
-        print(f"{row['id']:>5}  {row['reason']:<18} {', '.join(row['addresses'])} -> person {row['kept_person']}{undone}")
+        kept = row["kept_name"] or row["kept_address"] or f"person {row['kept_person']}"
+        print(f"{row['id']:>5}  {row['reason']:<18} {', '.join(row['addresses'])} -> {kept}{undone}")
     return 0
 
 

@@ -112,6 +112,7 @@ def test_merge_and_unmerge(capsys, db, sample):
     merges = run_json(capsys, "merges", "--db", db)
     explicit = [m for m in merges if m["reason"] == "explicit"]
     assert len(explicit) == 1
+    assert explicit[0]["kept_name"] == "Ana Silva"
     assert main(["unmerge", str(explicit[0]["id"]), "--owner", SAMPLE_OWNER, "--db", db]) == 0
     contacts = run_json(capsys, "contacts", "--owner", SAMPLE_OWNER, "--db", db, "--limit", "50")
     ana = next(c for c in contacts if "ana.silva@harborfinch.example" in c["addresses"])
@@ -159,6 +160,7 @@ def test_status_reports_counts(capsys, db, sample):
         (["contacts", "--owner", SAMPLE_OWNER, "--now", "yesterday"], "invalid date"),
         (["contacts", "--owner", SAMPLE_OWNER, "--limit", "0"], "give 1 or more"),
         (["frobnicate"], "invalid choice"),
+        (["whoknows", " "], "too short"),
         (["unmerge", "999", "--owner", SAMPLE_OWNER], "no database at"),
     ],
 )
