@@ -390,6 +390,19 @@ def _record_role_change(
     log.info("person %s moved from organisation %s to %s", person_id, from_org, to_org)
 
 
+def _best_name(view: _PersonView, current: str | None) -> str | None:
+    """Pick the name most of a person's addresses carry; on a tie keep the current one."""
+    counts: dict[str, int] = defaultdict(int)
+    for entry in view.addresses:
+        if entry.name:
+            counts[entry.name] += 1
+    if not counts:
+        return current
+    top = max(counts.values())
+    tied = sorted(name for name, count in counts.items() if count == top)
+    return current if current in tied else tied[0]
+
+
 def _update_people(session: Session, team_id: str, addresses: dict[int, _Addr]) -> None:
     """Store each person's current organisation, best name and employment history.
 
@@ -416,8 +429,7 @@ def _update_people(session: Session, team_id: str, addresses: dict[int, _Addr]) 
     employment_updates: list[dict] = []
     employment_inserts: list[dict] = []
     for view in people.values():
-        names = [a.name for a in view.addresses if a.name]
-        best_name = max(set(names), key=names.count) if names else None
+        best_name = _best_name(view, current.get(view.id, (None, None, None))[2])
         wanted = (view.org_id, view.name_key, best_name)
         if current.get(view.id) != wanted:
             person_updates.append({"b_id": view.id, "b_org": wanted[0], "b_key": wanted[1], "b_name": wanted[2]})
