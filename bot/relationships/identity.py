@@ -153,9 +153,7 @@ def _assign_organisations(
             )
         )
     }
-    internal_org_id = session.execute(
-        select(Organisation.id).where(Organisation.team_id == team_id, Organisation.is_internal.is_(True))
-    ).scalars().first()
+    internal_ids = internal_organisation_ids(session, team_id)
     changes: list[tuple[int, int | None]] = []
     for entry in addresses.values():
         wanted: int | None = None
@@ -164,20 +162,17 @@ def _assign_organisations(
             if info.is_freemail:
                 entry.is_freemail = True
             elif info.registrable:
-                if info.is_internal:
-                    if internal_org_id is None:
-                        internal_org_id = _create_org(session, team_id, info.registrable, True)
-                        orgs_by_domain[info.registrable] = internal_org_id
-                    elif info.registrable not in orgs_by_domain:
-                        session.add(OrganisationDomain(team_id=team_id, organisation_id=internal_org_id, domain=info.registrable))
-                        session.flush()
-                        orgs_by_domain[info.registrable] = internal_org_id
-                    wanted = internal_org_id
-                else:
-                    wanted = orgs_by_domain.get(info.registrable)
-                    if wanted is None:
-                        wanted = _create_org(session, team_id, info.registrable, False)
-                        orgs_by_domain[info.registrable] = wanted
+                # Each registrable domain is one organisation; the owners' own domains are
+                # flagged internal, including a domain first seen as a company.
+                wanted = orgs_by_domain.get(info.registrable)
+                if wanted is None:
+                    wanted = _create_org(session, team_id, info.registrable, info.is_internal)
+                    orgs_by_domain[info.registrable] = wanted
+                    if info.is_internal:
+                        internal_ids.add(wanted)
+                elif info.is_internal and wanted not in internal_ids:
+                    session.execute(update(Organisation).where(Organisation.id == wanted).values(is_internal=True))
+                    internal_ids.add(wanted)
         if wanted != entry.organisation_id:
             entry.organisation_id = wanted
             changes.append((entry.id, wanted))

@@ -309,3 +309,17 @@ def test_archive_end_ignores_broken_clocks():
     late = [at(day) for day in range(10)] + [at(900 + day) for day in range(10)]
     assert archive_end(late) == at(909)
     assert archive_end([at(1), at(2)]) == at(2)
+
+
+def test_owner_domains_of_two_companies_stay_apart(engine):
+    other = "sam.reed@globex.example"
+    load(engine, [mail(OWNER, ["jules.morel@example.org"], 0, "A"), mail("jules.morel@example.org", [OWNER], 1, "Re: A")])
+    load(engine, [mail(other, ["lee.park@globex.example"], 0, "B"), mail("lee.park@globex.example", [other], 1, "Re: B")], owner=other)
+    with Session(engine) as session:
+        orgs = {}
+        for mailbox_id in (1, 2):
+            for view in queries.organisations(session, mailbox_id):
+                orgs[tuple(view.domains)] = view
+    assert orgs[("example.org",)].is_internal
+    assert orgs[("globex.example",)].is_internal
+    assert orgs[("example.org",)].organisation_id != orgs[("globex.example",)].organisation_id
