@@ -209,8 +209,10 @@ def learn_owner_aliases(engine: Engine, mailbox: Mailbox, settings: Settings | N
 
         def name_fits(address: str, name: str | None) -> bool:
             key = identity.name_key(name)
-            if key is not None and key in owner_keys:
-                return True
+            if key is not None and owner_keys:
+                # A known full name must be the owner's: a colleague with the same surname
+                # sending from the owner's sent folder is someone else.
+                return key in owner_keys
             local = address.split("@", 1)[0].lower()
             return any(s in local for s in surnames) and (key is None or key.split()[-1] in surnames)
 

@@ -323,3 +323,17 @@ def test_owner_domains_of_two_companies_stay_apart(engine):
     assert orgs[("example.org",)].is_internal
     assert orgs[("globex.example",)].is_internal
     assert orgs[("example.org",)].organisation_id != orgs[("globex.example",)].organisation_id
+
+
+def test_same_surname_in_sent_folder_is_not_the_owner(engine):
+    craig = "craig.dean@example.org"
+    clint = "clint.dean@example.org"
+    names = {craig: "Dean, Craig", clint: "Clint Dean"}
+    items = [mail(craig, [ANA], d, f"C{d}", names=names, folder=FolderRole.SENT) for d in range(12)]
+    items += [mail(clint, [KOFI], d, f"K{d}", names=names, folder=FolderRole.SENT) for d in range(10)]
+    mailbox_id, _ = load(engine, items, owner=craig)
+    with Session(engine) as session:
+        owned = set(
+            session.execute(select(OwnerAddress.address).where(OwnerAddress.mailbox_id == mailbox_id)).scalars()
+        )
+    assert owned == {craig}
