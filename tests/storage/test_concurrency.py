@@ -11,10 +11,14 @@ from sqlalchemy import func, select, text
 from sqlmodel import Session
 
 from bot.storage.db import make_engine
-from bot.storage.models import Address, AuditEvent, Delivery, Mailbox, Person, SchedulerLease
+from bot.config import Settings
+from bot.mail.ingest import ensure_mailbox, import_source
+from bot.slack.idempotency import claim
+from bot.storage.models import Address, AuditEvent, Delivery, ProcessedEvent, SchedulerLease
 from bot.storage.schema import create_schema
 from bot.timeutil import utcnow
 from tests.conftest import shared_path
+from tests.helpers import OWNER, ListSource, mail
 
 
 def test_sqlite_connection_settings(sqlite_engine):
@@ -35,9 +39,9 @@ def test_three_writers_never_see_locked(tmp_path):
     stop = threading.Event()
 
     with Session(make_engine(url)) as session:
-        session.add(Mailbox(owner_address="robin.hale@example.org", created_at=utcnow()))
         session.add(SchedulerLease(name="scheduler", holder="test", expires_at=utcnow()))
         session.commit()
+    ensure_mailbox(make_engine(url), OWNER)
 
     def guarded(func):  # type: ignore[no-untyped-def]
         def run() -> None:
@@ -51,20 +55,14 @@ def test_three_writers_never_see_locked(tmp_path):
 
     @guarded
     def ingest() -> None:
+        # The product's importer: 2,000 new contacts in transactions of 200 messages.
         engine = make_engine(url)
-        for chunk in range(10):
-            with Session(engine) as session:
-                for n in range(200):
-                    number = chunk * 200 + n
-                    person = Person(display_name=f"Person {number}", created_at=utcnow())
-                    session.add(person)
-                    session.flush()
-                    session.add(
-                        Address(address=f"p{number}@example.com", domain="example.com", person_id=person.id)
-                    )
-                    # The transaction stays open while the rows are "parsed".
-                    time.sleep(duration / 10 / 200 / 2)
-                session.commit()
+        mailbox = ensure_mailbox(engine, OWNER)
+        items = [mail(f"p{number}@example.com", [OWNER], number / 100, f"Note {number}") for number in range(2000)]
+        summary = import_source(
+            engine, mailbox, ListSource(items, batch_size=200), settings=Settings(database_url=url)
+        )
+        assert summary.stored == 2000
 
     @guarded
     def scheduler() -> None:
@@ -86,8 +84,11 @@ def test_three_writers_never_see_locked(tmp_path):
 
     @guarded
     def slack_handler() -> None:
+        # The Slack side's run-once record of a click, then the audit row of the decision.
         engine = make_engine(url)
         while not stop.is_set():
+            number = counts["approvals"]
+            assert claim(engine, "T1", f"approve:{number}", utcnow())
             with Session(engine) as session:
                 session.add(AuditEvent(actor="U1", action="intro_decision", detail={"approved": True}, created_at=utcnow()))
                 session.commit()
@@ -105,7 +106,9 @@ def test_three_writers_never_see_locked(tmp_path):
 
     assert errors == []
     with Session(make_engine(url)) as session:
-        assert session.execute(select(func.count(Address.id))).scalar_one() == expected["contacts_stored"]
+        # Every contact plus the owner's own address.
+        assert session.execute(select(func.count(Address.id))).scalar_one() == expected["contacts_stored"] + 1
+        assert session.execute(select(func.count(ProcessedEvent.id))).scalar_one() == counts["approvals"]
         assert session.execute(select(func.count(Delivery.id))).scalar_one() == counts["dm"]
         assert session.execute(select(func.count(AuditEvent.id))).scalar_one() == counts["approvals"]
     assert counts["dm"] > 0
