@@ -28,6 +28,7 @@ from bot.mail.headers import (
 from bot.mail.ingest import Importer, import_source
 from bot.mail.types import MailItem, Participant
 from bot.relationships.compute import recompute
+from bot.storage import lease
 from bot.storage.db import retry_write
 from bot.storage.models import Address, CalendarAttendee, CalendarEvent, ContactCard, Mailbox, SyncRun
 from bot.timeutil import as_utc, isoformat_z, utcnow
@@ -437,11 +438,27 @@ def sync_all(
 SYNC_JOB_ID = "mail-sync"
 
 
+SYNC_LEASE = "mail-sync"
+
+
+def sync_all_if_lease_held(engine: Engine, settings: Settings, holder: str, ttl: timedelta) -> list | None:
+    """Run ``sync_all`` when this process holds the sync lease; otherwise skip this run.
+
+    Every ``crm-bot serve`` process schedules the sync, and the lease makes exactly one of
+    them run it. Returns the outcomes, or None for a skipped run.
+    """
+    if not lease.acquire(engine, SYNC_LEASE, holder, ttl):
+        log.info("mail sync skipped by %s: another process holds the sync lease", holder)
+        return None
+    return sync_all(engine, settings)
+
+
 def schedule_syncs(scheduler: Any, engine: Engine, settings: Settings, interval_minutes: int) -> Any:
     """Add the periodic sync of every server mailbox to an APScheduler 3.x scheduler.
 
     One run at a time (``max_instances=1``); runs missed while the process was busy or down
-    collapse into one (``coalesce``). The job takes the engine as an argument, so the
+    collapse into one (``coalesce``). Of several processes, only the holder of the sync
+    lease runs each sync. The job takes the engine as an argument, so the
     scheduler must keep it in its default memory job store.
     """
     if interval_minutes < 1:
@@ -450,11 +467,13 @@ def schedule_syncs(scheduler: Any, engine: Engine, settings: Settings, interval_
     if scheduler.get_job(SYNC_JOB_ID) is not None:
         scheduler.remove_job(SYNC_JOB_ID)
     log.info("scheduling the mail sync every %d minutes", interval_minutes)
+    holder = lease.process_holder()
+    ttl = timedelta(minutes=2 * interval_minutes)
     return scheduler.add_job(
-        sync_all,
+        sync_all_if_lease_held,
         trigger="interval",
         minutes=interval_minutes,
-        args=[engine, settings],
+        args=[engine, settings, holder, ttl],
         id=SYNC_JOB_ID,
         name="sync Exchange mailboxes",
         replace_existing=True,
