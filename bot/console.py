@@ -138,6 +138,11 @@ def open_console(
     with Session(engine) as session:
         mailbox = queries.get_mailbox(session, owner, team_id)
     caller = Caller(team_id=mailbox.team_id, actor=f"cli:{_login()}", mailbox_id=mailbox.id, data_team_id=mailbox.team_id)
+    if now is None and mailbox.source_kind == "files":
+        # A mail export is shown as of the end of its mail, as its relationships were scored.
+        from bot.relationships.compute import reference_time
+
+        now = reference_time(engine, mailbox, None)
     clock: Callable[[], datetime] | None = (lambda: now) if now is not None else None
     log.info("console for mailbox %s started by %s", mailbox.id, caller.actor)
     return Console(Commands(engine, clock=clock), caller)

@@ -235,3 +235,11 @@ def test_render_blocks_numbers_buttons():
     assert "[1] Strongest" in rendered.text
     assert "[4] Help" in rendered.text
     assert [b["value"] for b in rendered.buttons] == ["top", "cold", "status", "help"]
+
+
+def test_console_dates_an_archive_by_its_last_mail(enron_engine):
+    from bot.console import open_console
+
+    console = open_console(enron_engine, "robert.badeer@enron.com")
+    assert console.commands.clock is not None
+    assert console.commands.clock().year in (2001, 2002)
