@@ -20,17 +20,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TARBALL = ROOT.parent / "shared" / "data" / "mail" / "enron-maildir-9-mailboxes.tar.xz"
-OWNERS = {
-    "allen-p": "phillip.allen@enron.com",
-    "badeer-r": "robert.badeer@enron.com",
-    "buy-r": "rick.buy@enron.com",
-    "cuilla-m": "martin.cuilla@enron.com",
-    "dean-c": "craig.dean@enron.com",
-    "fossum-d": "drew.fossum@enron.com",
-    "grigsby-m": "mike.grigsby@enron.com",
-    "lewis-a": "andrew.lewis@enron.com",
-    "presto-k": "m..presto@enron.com",
-}
 
 
 def bare_loop(maildir: Path) -> dict:
@@ -64,7 +53,9 @@ def full_import(maildir: Path, db_path: Path) -> dict:
     read = stored = duplicates = skipped = 0
     started = time.perf_counter()
     import_seconds = 0.0
-    for box, owner in OWNERS.items():
+    from bot.demo import ENRON_OWNERS
+
+    for box, owner in ENRON_OWNERS.items():
         mailbox = ensure_mailbox(engine, owner)
         t0 = time.perf_counter()
         summary = import_source(engine, mailbox, FilesSource(maildir / box), settings=settings)

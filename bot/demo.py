@@ -20,7 +20,19 @@ from bot.cli.main import main as cli
 
 ROOT = Path(__file__).resolve().parent.parent
 ENRON_TARBALL = "enron-maildir-9-mailboxes.tar.xz"
-ENRON_DEMO = [("allen-p", "phillip.allen@enron.com"), ("buy-r", "rick.buy@enron.com"), ("presto-k", "m..presto@enron.com")]
+# Each Enron mailbox of the corpus and its owner's address as seen in the sent mail.
+ENRON_OWNERS = {
+    "allen-p": "phillip.allen@enron.com",
+    "badeer-r": "robert.badeer@enron.com",
+    "buy-r": "rick.buy@enron.com",
+    "cuilla-m": "martin.cuilla@enron.com",
+    "dean-c": "craig.dean@enron.com",
+    "fossum-d": "drew.fossum@enron.com",
+    "grigsby-m": "mike.grigsby@enron.com",
+    "lewis-a": "andrew.lewis@enron.com",
+    "presto-k": "m..presto@enron.com",
+}
+ENRON_DEMO = [(box, ENRON_OWNERS[box]) for box in ("allen-p", "buy-r", "presto-k")]
 
 
 def _enron_tarball() -> Path | None:

@@ -12,21 +12,11 @@ from pathlib import Path
 import pytest
 
 from bot.cli.main import main
+from bot.demo import ENRON_OWNERS
 from bot.sample import generate
 from tests.conftest import shared_path
 
 SAMPLE_OWNER = "robin.hale@example.org"
-ENRON_OWNERS = {
-    "allen-p": "phillip.allen@enron.com",
-    "badeer-r": "robert.badeer@enron.com",
-    "buy-r": "rick.buy@enron.com",
-    "cuilla-m": "martin.cuilla@enron.com",
-    "dean-c": "craig.dean@enron.com",
-    "fossum-d": "drew.fossum@enron.com",
-    "grigsby-m": "mike.grigsby@enron.com",
-    "lewis-a": "andrew.lewis@enron.com",
-    "presto-k": "m..presto@enron.com",
-}
 
 
 @pytest.fixture
