@@ -68,7 +68,7 @@ from exchangelib.items import ID_ONLY
 
 from bot.errors import ConfigError, SourceDeferred, SourceError, SyncStateExpired
 from bot.mail.credentials import AppTokenProvider, Secrets
-from bot.mail.source import FolderRef
+from bot.mail.source import FolderRef, settings_from_config
 from bot.mail.sync import DEFAULT_BULK_RECIPIENT_THRESHOLD, AddressCard, Meeting, MeetingAttendee, classify, plausible_time
 from bot.mail.types import Batch, FolderRole, MailItem, Participant, SkippedItem
 
@@ -152,16 +152,7 @@ class EwsSettings:
     @classmethod
     def from_config(cls, owner: str, config: dict[str, Any], timezone_name: str = "UTC") -> "EwsSettings":
         """Validate a mailbox's source_config; raise ConfigError naming the invalid key."""
-        known = set(cls.__dataclass_fields__) - {"owner", "timezone"}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ConfigError(
-                f"EWS settings of {owner} contain unknown keys {', '.join(unknown)}; "
-                f"known keys are {', '.join(sorted(known))}"
-            )
-        settings = cls(owner=owner.lower(), timezone=timezone_name, **config)
-        settings.check()
-        return settings
+        return settings_from_config(cls, "EWS", owner, config, timezone_name)
 
     def check(self) -> None:
         where = f"EWS settings of {self.owner}"

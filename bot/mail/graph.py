@@ -31,7 +31,7 @@ import httpx
 
 from bot.errors import ConfigError, SourceDeferred, SourceError, SyncStateExpired
 from bot.mail.credentials import DEFAULT_AUTHORITY_HOST, AppTokenProvider, Secrets
-from bot.mail.source import FolderRef
+from bot.mail.source import FolderRef, settings_from_config
 from bot.mail.sync import (
     DEFAULT_BULK_RECIPIENT_THRESHOLD,
     AddressCard,
@@ -99,16 +99,7 @@ class GraphSettings:
     @classmethod
     def from_config(cls, owner: str, config: dict[str, Any], timezone_name: str = "UTC") -> "GraphSettings":
         """Validate a mailbox's source_config; raise ConfigError naming the invalid key."""
-        known = set(cls.__dataclass_fields__) - {"owner", "timezone"}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ConfigError(
-                f"Graph settings of {owner} contain unknown keys {', '.join(unknown)}; "
-                f"known keys are {', '.join(sorted(known))}"
-            )
-        settings = cls(owner=owner.lower(), timezone=timezone_name, **config)
-        settings.check()
-        return settings
+        return settings_from_config(cls, "Graph", owner, config, timezone_name)
 
     def check(self) -> None:
         where = f"Graph settings of {self.owner}"
