@@ -1,4 +1,4 @@
-"""The project's exception classes; each message says what failed, on which value, and what to do."""
+"""The project's exception classes. Each message states what failed, on which value, and what to do."""
 
 
 class BotError(Exception):

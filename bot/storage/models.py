@@ -244,7 +244,7 @@ class MessageParticipant(SQLModel, table=True):
 
 
 class Relationship(SQLModel, table=True):
-    """What one owner's mailbox says about one person."""
+    """The relationship between one owner's mailbox and one person, as computed from mail."""
 
     __table_args__ = (
         UniqueConstraint("mailbox_id", "person_id"),
@@ -335,7 +335,7 @@ class SlackUser(SQLModel, table=True):
 
 
 class Nudge(SQLModel, table=True):
-    """An item the assistant may say in a digest; ``dedupe_key`` keeps it from being said twice."""
+    """An item the assistant may send in a digest; ``dedupe_key`` keeps it from being sent twice."""
 
     __table_args__ = (UniqueConstraint("mailbox_id", "dedupe_key"),)
 

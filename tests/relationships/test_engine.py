@@ -325,7 +325,7 @@ def test_owner_domains_of_two_companies_stay_apart(engine):
     assert orgs[("example.org",)].organisation_id != orgs[("globex.example",)].organisation_id
 
 
-def test_same_surname_in_sent_folder_is_not_the_owner(engine):
+def test_alias_needs_owner_first_name(engine):
     craig = "craig.dean@example.org"
     clint = "clint.dean@example.org"
     names = {craig: "Dean, Craig", clint: "Clint Dean"}
@@ -337,3 +337,27 @@ def test_same_surname_in_sent_folder_is_not_the_owner(engine):
             session.execute(select(OwnerAddress.address).where(OwnerAddress.mailbox_id == mailbox_id)).scalars()
         )
     assert owned == {craig}
+
+
+def test_strength_examples_in_docs():
+    from datetime import timedelta as days_
+
+    from bot.relationships.strength import StrengthParams, combine, decay, message_weight
+
+    params = StrengthParams()
+    now = at(0)
+
+    def score(ages: list[int]) -> float:
+        sums = {}
+        for direction in ("out", "in"):
+            sums[direction] = sum(
+                message_weight(direction, False, 1, params) * decay(now - days_(days=a), now, params.half_life_days)
+                for a in ages
+            )
+        return round(combine(sums["out"], sums["in"], params))
+
+    assert score([0]) == 29
+    assert score([0, 7, 14]) == 63
+    assert score([0, 3, 7, 10, 14, 21]) == 86
+    assert score([30 * k for k in range(12)]) == 90
+    assert score([365 + 30 * k for k in range(12)]) == 44
