@@ -269,3 +269,18 @@ def test_result_modal_fits():
     message = build_top_contacts([huge_contact(i) for i in range(45)], max_rows=45)
     assert_view_fits(build_result_modal(message))
 
+
+
+def test_cadence_words():
+    from bot.slack.blocks.formatting import format_cadence
+
+    assert format_cadence(None) == "no regular rhythm yet"
+    assert format_cadence(1.0) == "almost daily"
+    assert format_cadence(4.0) == "about every 4 days"
+    assert format_cadence(11.0) == "about every 2 weeks"
+    assert format_cadence(8.0) == "about every 8 days"
+    assert format_cadence(10.0) == "about every week"
+    assert format_cadence(7.5 * 1.3) == "about every 10 days"
+    assert format_cadence(30.0) == "about every 4 weeks"
+    assert format_cadence(13.0) == "about every 2 weeks"
+    assert format_cadence(61.0) == "about every 2 months"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from bot.relationships.queries import describe_cadence
 from bot.relationships.strength import band
 from bot.timeutil import as_utc
 
@@ -68,15 +69,11 @@ def format_when(when: datetime | None, now: datetime) -> str:
 
 
 def format_cadence(days: float | None) -> str:
+    """Describe a usual rhythm with the same words as the relationship queries' reasons."""
     if days is None:
         return "no regular rhythm yet"
-    if days < 1.5:
-        return "about daily"
-    if days < 10:
-        return f"about every {round(days)} days"
-    if days < 60:
-        return f"about every {round(days / 7)} weeks"
-    return f"about every {round(days / 30)} months"
+    rhythm = describe_cadence(days)
+    return rhythm if rhythm.startswith("almost") else "about " + rhythm
 
 
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
