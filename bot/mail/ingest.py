@@ -178,15 +178,13 @@ class AddressBook:
     never reuses ids that were rolled back.
     """
 
-    def __init__(self, session: Session, team_id: str, policy: DomainPolicy, fold_plus: bool):
+    def __init__(self, session: Session, team_id: str, policy: DomainPolicy):
         self.team_id = team_id
         self.policy = policy
-        self.fold_plus = fold_plus
         self.ids: dict[str, int] = {}
         self.named: set[str] = set()
         self.lists: set[str] = set()
         self._pending: tuple[dict[str, int], set[str], set[str]] = ({}, set(), set())
-        self._normalized: dict[str, str | None] = {}
         rows = session.execute(
             select(Address.address, Address.id, Address.display_name, Address.kind).where(Address.team_id == team_id)
         ).all()
@@ -196,16 +194,6 @@ class AddressBook:
                 self.named.add(address)
             if kind == "list":
                 self.lists.add(address)
-
-    def normalize(self, participant: Participant | None) -> str | None:
-        if participant is None or not participant.address:
-            return None
-        raw = participant.address
-        try:
-            return self._normalized[raw]
-        except KeyError:
-            value = self._normalized[raw] = normalize_address(raw, fold_plus=self.fold_plus)
-            return value
 
     def resolve(self, connection, wanted: dict[str, tuple[str | None, str | None]]) -> dict[str, int]:  # type: ignore[no-untyped-def]
         """Return ids for addresses, given as address -> (display name, kind or None).
@@ -233,33 +221,27 @@ class AddressBook:
                 named.append({"b_id": known, "b_name": name})
         pending_ids: dict[str, int] = {}
         if new:
-            now = utcnow()
-            person_table = Person.__table__
-            person_ids = connection.execute(
-                person_table.insert().returning(person_table.c.id, sort_by_parameter_order=True),
-                [
-                    {"team_id": self.team_id, "display_name": name, "kind": kind, "created_at": now}
-                    for _, name, kind in new
-                ],
-            ).scalars().all()
+            now: datetime | str = utcnow()
+            if connection.dialect.name == "sqlite":
+                now = sqlite_time(now)  # type: ignore[arg-type]
+            team_id = self.team_id
+            person_ids = _insert_rows(
+                connection,
+                "person",
+                ("team_id", "display_name", "kind", "created_at"),
+                [(team_id, name, kind, now) for _, name, kind in new],
+            )
+            classify = self.policy.classify
             address_rows = []
             for (address, name, kind), person_id in zip(new, person_ids):
-                info = self.policy.classify(address)
-                address_rows.append(
-                    {
-                        "team_id": self.team_id,
-                        "address": address,
-                        "domain": info.domain,
-                        "display_name": name,
-                        "person_id": person_id,
-                        "is_freemail": info.is_freemail,
-                        "kind": kind,
-                    }
-                )
-            address_table = Address.__table__
-            address_ids = connection.execute(
-                address_table.insert().returning(address_table.c.id, sort_by_parameter_order=True), address_rows
-            ).scalars().all()
+                info = classify(address)
+                address_rows.append((team_id, address, info.domain, name, person_id, info.is_freemail, kind))
+            address_ids = _insert_rows(
+                connection,
+                "address",
+                ("team_id", "address", "domain", "display_name", "person_id", "is_freemail", "kind"),
+                address_rows,
+            )
             for (address, _, _), address_id in zip(new, address_ids):
                 pending_ids[address] = address_id
                 result[address] = address_id
@@ -309,11 +291,164 @@ class AddressBook:
         self._pending = ({}, set(), set())
 
 
+# Columns of a prepared message row, in order; the writer appends from_address_id.
+MESSAGE_COLUMNS = (
+    "team_id",
+    "mailbox_id",
+    "internet_message_id",
+    "in_reply_to",
+    "subject_key",
+    "conversation_hint",
+    "fingerprint",
+    "source_ref",
+    "folder_role",
+    "direction",
+    "sent_at",
+    "date_defect",
+    "thread_key",
+    "subject",
+    "recipient_count",
+    "is_bulk",
+    "is_auto_reply",
+    "is_reply",
+    "copies",
+)
+_MID = MESSAGE_COLUMNS.index("internet_message_id")
+_FINGERPRINT = MESSAGE_COLUMNS.index("fingerprint")
+
+# A prepared message: (row, sender, participants, needed), where row follows
+# MESSAGE_COLUMNS, participants are (address, role) pairs and needed are the
+# (address, display name, kind or None) triples the message wants ids for.
+Prepared = tuple[tuple, "str | None", tuple[tuple[str, str], ...], tuple[tuple[str, "str | None", "str | None"], ...]]
+
+
+@dataclass(frozen=True)
+class PrepareContext:
+    """What turning mail items into rows needs to know of the mailbox and the settings.
+
+    It holds only plain values, so a reader process can build rows too.
+    """
+
+    team_id: str
+    mailbox_id: int
+    store_subjects: bool
+    bulk_recipient_threshold: int
+    fold_plus: bool
+    sqlite_times: bool  # write sent_at in SQLAlchemy's SQLite text form
+
+
 @dataclass
-class _Prepared:
-    row: dict
-    sender: str | None
-    participants: list[tuple[str, str]]  # (address, role)
+class PreparedBatch:
+    """The rows of one batch, ready for the writer, with the batch's cursor and counts."""
+
+    folder_key: str
+    folder_role: str
+    cursor: str | None
+    complete: bool
+    entries: list[Prepared]
+    counts: Counter  # "read" and "skip:<reason>"
+
+
+def sqlite_time(value: datetime) -> str:
+    """Return an aware datetime in SQLAlchemy's storage format for SQLite."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+class Preparer:
+    """Turns the mail items of batches into message rows; needs no database."""
+
+    def __init__(self, context: PrepareContext):
+        self.context = context
+        self._normalized: dict[str, str | None] = {}
+
+    def normalize(self, participant: Participant | None) -> str | None:
+        if participant is None or not participant.address:
+            return None
+        raw = participant.address
+        try:
+            return self._normalized[raw]
+        except KeyError:
+            value = self._normalized[raw] = normalize_address(raw, fold_plus=self.context.fold_plus)
+            return value
+
+    def prepare(self, batch: Batch) -> PreparedBatch:
+        counts: Counter = Counter()
+        entries: list[Prepared] = []
+        for item in batch.items:
+            if item.sent_at is None:
+                counts["skip:missing-date"] += 1
+                log.warning("skipped %s: no valid Date or Received header", item.source_ref)
+                continue
+            entry = self.prepare_item(item)
+            if entry is None:
+                counts["skip:no-participants"] += 1
+                log.warning("skipped %s: no sender and no recipient with an address", item.source_ref)
+                continue
+            entries.append(entry)
+        for skipped in batch.skipped:
+            counts["skip:" + skipped.reason] += 1
+        counts["read"] = len(batch.items) + len(batch.skipped)
+        return PreparedBatch(batch.folder_key, batch.folder_role.value, batch.cursor, batch.complete, entries, counts)
+
+    def prepare_item(self, item: MailItem) -> Prepared | None:
+        """Build the message row of an item, or None when it names no address at all."""
+        normalize = self.normalize
+        sender_participant = item.sender
+        sender = normalize(sender_participant)
+        participants: list[tuple[str, str]] = []
+        recipient_addresses: list[str] = []
+        seen: set[tuple[str, str]] = set()
+        needed: list[tuple[str, str | None, str | None]] = []
+        for role, people in (("to", item.to), ("cc", item.cc), ("bcc", item.bcc)):
+            for participant in people:
+                address = normalize(participant)
+                if address is None:
+                    continue
+                key = (address, role)
+                if key in seen:
+                    continue
+                seen.add(key)
+                recipient_addresses.append(address)
+                participants.append(key)
+                needed.append((address, participant.name, None))
+        if sender is None and not recipient_addresses:
+            return None
+        author = normalize(item.author)
+        if author is not None and author != sender:
+            # A list rewrote From: the message is the author's, and the list address is
+            # kept as a list, never as a person.
+            if sender is not None:
+                needed.append((sender, _list_name(sender_participant, item.list_id), "list"))
+                participants.append((sender, "list"))
+            sender, sender_participant = author, item.author
+        if sender is not None:
+            needed.append((sender, sender_participant.name if sender_participant else None, None))
+            participants.append((sender, "from"))
+        context = self.context
+        parent = item.in_reply_to or (item.references[-1] if item.references else None)
+        sent_at = item.sent_at
+        row = (
+            context.team_id,
+            context.mailbox_id,
+            _clean_id(item.message_id),
+            _clean_id(parent),
+            subject_key(item.subject),
+            item.conversation_id,
+            fingerprint(item, sender, recipient_addresses),
+            item.source_ref[:1000],
+            item.folder_role.value,
+            "other",
+            sqlite_time(sent_at) if context.sqlite_times else sent_at,  # type: ignore[arg-type]
+            (item.date_defect or None) and item.date_defect[:500],
+            "",
+            (item.subject or None) if context.store_subjects else None,
+            len(recipient_addresses),
+            item.is_bulk or len(recipient_addresses) > context.bulk_recipient_threshold,
+            item.is_auto_reply,
+            False,
+            1,
+        )
+        return row, sender, tuple(participants), tuple(needed)
 
 
 class Importer:
@@ -323,13 +458,21 @@ class Importer:
         self.engine = engine
         self.mailbox = mailbox
         self.settings = settings
-        self.store_subjects = settings.store_subjects or mailbox.store_subjects
+        self.context = PrepareContext(
+            team_id=mailbox.team_id,
+            mailbox_id=mailbox.id,
+            store_subjects=bool(settings.store_subjects or mailbox.store_subjects),
+            bulk_recipient_threshold=settings.bulk_recipient_threshold,
+            fold_plus=settings.fold_plus_addresses,
+            sqlite_times=engine.dialect.name == "sqlite",
+        )
+        self.preparer = Preparer(self.context)
         with Session(engine) as session:
             owner_addresses = session.execute(
                 select(OwnerAddress.address).where(OwnerAddress.mailbox_id == mailbox.id)
             ).scalars().all()
             self.policy = owner_domain_policy(settings, owner_addresses)
-            self.book = AddressBook(session, mailbox.team_id, self.policy, settings.fold_plus_addresses)
+            self.book = AddressBook(session, mailbox.team_id, self.policy)
             self.fingerprints: set[str] = set(
                 session.execute(select(Message.fingerprint).where(Message.mailbox_id == mailbox.id)).scalars()
             )
@@ -343,30 +486,27 @@ class Importer:
 
     def store_batch(self, batch: Batch, summary: ImportSummary) -> None:
         """Store a batch and its folder cursor in one transaction."""
-        retry_write(self._store_batch, batch, summary)
+        self.store_prepared(self.preparer.prepare(batch), summary)
 
-    def _store_batch(self, batch: Batch, summary: ImportSummary) -> None:
+    def store_prepared(self, batch: PreparedBatch, summary: ImportSummary) -> None:
+        """Store prepared rows and the batch's folder cursor in one transaction."""
+        retry_write(self._store_prepared, batch, summary)
+
+    def _store_prepared(self, batch: PreparedBatch, summary: ImportSummary) -> None:
         added_fingerprints: set[str] = set()
         added_ids: set[str] = set()
-        counts: Counter = Counter()
-        prepared: list[_Prepared] = []
+        counts: Counter = Counter(batch.counts)
+        prepared: list[Prepared] = []
         wanted: dict[str, tuple[str | None, str | None]] = {}
         duplicate_fingerprints: list[str] = []
-        for item in batch.items:
-            counts["read"] += 1
-            if item.sent_at is None:
-                counts["skip:missing-date"] += 1
-                log.warning("skipped %s: no valid Date or Received header", item.source_ref)
-                continue
-            entry = self._prepare(item, wanted)
-            if entry is None:
-                counts["skip:no-participants"] += 1
-                log.warning("skipped %s: no sender and no recipient with an address", item.source_ref)
-                continue
-            mid = entry.row["internet_message_id"]
-            fp = entry.row["fingerprint"]
-            if fp in self.fingerprints or fp in added_fingerprints or (
-                mid and (mid in self.message_ids or mid in added_ids)
+        known_fingerprints = self.fingerprints
+        known_ids = self.message_ids
+        for entry in batch.entries:
+            row = entry[0]
+            mid = row[_MID]
+            fp = row[_FINGERPRINT]
+            if fp in known_fingerprints or fp in added_fingerprints or (
+                mid and (mid in known_ids or mid in added_ids)
             ):
                 counts["duplicates"] += 1
                 duplicate_fingerprints.append(fp)
@@ -375,30 +515,31 @@ class Importer:
             if mid:
                 added_ids.add(mid)
             prepared.append(entry)
-            counts["stored"] += 1
-        for skipped in batch.skipped:
-            counts["skip:" + skipped.reason] += 1
+            for address, name, kind in entry[3]:
+                current = wanted.get(address)
+                if current is None:
+                    wanted[address] = (name, kind)
+                elif (name and not current[0]) or (kind and not current[1]):
+                    wanted[address] = (current[0] or name, current[1] or kind)
+        counts["stored"] = len(prepared)
 
         with Session(self.engine) as session:
             connection = session.connection()
             ids = self.book.resolve(connection, wanted) if wanted else {}
-            rows = []
-            for entry in prepared:
-                entry.row["from_address_id"] = ids[entry.sender] if entry.sender else None
-                rows.append(entry.row)
-            if rows:
-                message_ids = _insert_messages(connection, rows)
+            if prepared:
+                rows = [(*row, ids[sender] if sender else None) for row, sender, _, _ in prepared]
+                message_ids = _insert_rows(connection, "message", (*MESSAGE_COLUMNS, "from_address_id"), rows)
                 team_id = self.mailbox.team_id
                 participant_rows = [
                     (team_id, message_id, ids[address], role)
                     for entry, message_id in zip(prepared, message_ids)
-                    for address, role in entry.participants
+                    for address, role in entry[2]
                 ]
                 if participant_rows:
                     # The largest insert of a batch goes straight to the driver's executemany,
                     # which skips SQLAlchemy's per-row parameter processing.
                     connection.exec_driver_sql(_participant_insert_sql(connection), participant_rows)
-            copies = [{"b_fp": fp} for fp in duplicate_fingerprints if fp in self.fingerprints or fp in added_fingerprints]
+            copies = [{"b_fp": fp} for fp in duplicate_fingerprints if fp in known_fingerprints or fp in added_fingerprints]
             if copies:
                 message_table = Message.__table__
                 connection.execute(
@@ -412,78 +553,16 @@ class Importer:
         # Only after the commit do the caches and the summary learn about the batch, so a
         # retried transaction starts from the same state.
         self.book.commit()
-        self.fingerprints |= added_fingerprints
-        self.message_ids |= added_ids
-        summary.read += counts["read"] + len(batch.skipped)
+        known_fingerprints |= added_fingerprints
+        known_ids |= added_ids
+        summary.read += counts["read"]
         summary.stored += counts["stored"]
         summary.duplicates += counts["duplicates"]
         for key, value in counts.items():
             if key.startswith("skip:"):
                 summary.skipped[key[5:]] += value
 
-    def _prepare(self, item: MailItem, wanted: dict[str, tuple[str | None, str | None]]) -> _Prepared | None:
-        """Build the message row and its participants; add the addresses it needs to ``wanted``."""
-        book = self.book
-        sender_participant = item.sender
-        sender = book.normalize(sender_participant)
-        participants: list[tuple[str, str]] = []
-        recipient_addresses: list[str] = []
-        seen: set[tuple[str, str]] = set()
-        needed: list[tuple[str, str | None, str | None]] = []
-        for role, people in (("to", item.to), ("cc", item.cc), ("bcc", item.bcc)):
-            for participant in people:
-                address = book.normalize(participant)
-                if address is None or (address, role) in seen:
-                    continue
-                seen.add((address, role))
-                recipient_addresses.append(address)
-                participants.append((address, role))
-                needed.append((address, participant.name, None))
-        if sender is None and not recipient_addresses:
-            return None
-        author = book.normalize(item.author)
-        if author is not None and author != sender:
-            # A list rewrote From: the message is the author's, and the list address is
-            # kept as a list, never as a person.
-            if sender is not None:
-                needed.append((sender, _list_name(sender_participant, item.list_id), "list"))
-                participants.append((sender, "list"))
-            sender, sender_participant = author, item.author
-        if sender is not None:
-            needed.append((sender, sender_participant.name if sender_participant else None, None))
-            participants.append((sender, "from"))
-        for address, name, kind in needed:
-            current = wanted.get(address)
-            if current is None:
-                wanted[address] = (name, kind)
-            else:
-                wanted[address] = (current[0] or name, current[1] or kind)
-        parent = item.in_reply_to or (item.references[-1] if item.references else None)
-        row = {
-            "team_id": self.mailbox.team_id,
-            "mailbox_id": self.mailbox.id,
-            "internet_message_id": _clean_id(item.message_id),
-            "in_reply_to": _clean_id(parent),
-            "subject_key": subject_key(item.subject),
-            "conversation_hint": item.conversation_id,
-            "fingerprint": fingerprint(item, sender, recipient_addresses),
-            "source_ref": item.source_ref[:1000],
-            "folder_role": item.folder_role.value,
-            "direction": "other",
-            "sent_at": item.sent_at,
-            "date_defect": (item.date_defect or None) and item.date_defect[:500],
-            "from_address_id": None,
-            "thread_key": "",
-            "subject": (item.subject or None) if self.store_subjects else None,
-            "recipient_count": len(recipient_addresses),
-            "is_bulk": item.is_bulk or len(recipient_addresses) > self.settings.bulk_recipient_threshold,
-            "is_auto_reply": item.is_auto_reply,
-            "is_reply": False,
-            "copies": 1,
-        }
-        return _Prepared(row, sender, participants)
-
-    def _save_cursor(self, session: Session, batch: Batch, stored: int) -> None:
+    def _save_cursor(self, session: Session, batch: PreparedBatch, stored: int) -> None:
         state = session.execute(
             select(FolderState).where(
                 FolderState.mailbox_id == self.mailbox.id, FolderState.folder_key == batch.folder_key
@@ -494,7 +573,7 @@ class Importer:
                 team_id=self.mailbox.team_id,
                 mailbox_id=self.mailbox.id,
                 folder_key=batch.folder_key,
-                folder_role=batch.folder_role.value,
+                folder_role=batch.folder_role,
             )
         state.cursor = batch.cursor
         state.items_stored += stored
@@ -518,24 +597,19 @@ def _allocate_ids(connection, table: str, count: int) -> list[int]:  # type: ign
     )
 
 
-def _insert_messages(connection, rows: list[dict]) -> list[int]:  # type: ignore[no-untyped-def]
-    """Insert message rows through the driver's executemany and return their ids in order."""
-    ids = _allocate_ids(connection, "message", len(rows))
-    columns = ["id", *rows[0]]
-    sqlite = connection.dialect.name == "sqlite"
+def _insert_rows(connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> list[int]:  # type: ignore[no-untyped-def]
+    """Insert rows through the driver's executemany and return their new ids in order.
+
+    This skips SQLAlchemy's per-row parameter processing, so values must already be in
+    the driver's form: on SQLite, datetimes as sqlite_time() text.
+    """
+    ids = _allocate_ids(connection, table, len(rows))
     marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-    values = []
-    for message_id, row in zip(ids, rows):
-        record = [message_id]
-        for column in columns[1:]:
-            value = row[column]
-            if sqlite and isinstance(value, datetime):
-                # SQLAlchemy's storage format for SQLite, so its own queries compare equal.
-                value = value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
-            record.append(value)
-        values.append(tuple(record))
-    sql = f"INSERT INTO message ({', '.join(columns)}) VALUES ({', '.join([marker] * len(columns))})"
-    connection.exec_driver_sql(sql, values)
+    sql = (
+        f"INSERT INTO {table} (id, {', '.join(columns)}) "
+        f"VALUES ({', '.join([marker] * (len(columns) + 1))})"
+    )
+    connection.exec_driver_sql(sql, [(row_id, *row) for row_id, row in zip(ids, rows)])
     return ids
 
 

@@ -405,7 +405,7 @@ def store_contacts(engine: Engine, mailbox: Mailbox, settings: Settings, cards: 
 
 
 def _address_id(session: Session, importer: Importer, participant: Participant | None) -> int | None:
-    address = importer.book.normalize(participant)
+    address = importer.preparer.normalize(participant)
     if address is None:
         return None
     return importer.book.ensure(session, address, participant.name if participant else None)
