@@ -200,6 +200,21 @@ class _MessageFile(NamedTuple):
     path: str
 
 
+@dataclass(frozen=True)
+class ReadChunk:
+    """Part of a folder that can be read on its own: a batch of files, or a whole mbox.
+
+    ``cursor`` is the folder's cursor before the chunk; ``files`` is None for an mbox,
+    which is read from ``cursor`` to its end.
+    """
+
+    folder: FolderRef
+    cursor: str | None
+    files: tuple[_MessageFile, ...] | None
+    complete: bool  # the folder's last chunk
+    mbox_path: str | None = None
+
+
 @dataclass
 class _Entry:
     """One message of a folder: the cursor after it, its reference, bytes or skip."""
@@ -343,18 +358,51 @@ class FilesSource:
 
     def read(self, folder: FolderRef, cursor: str | None) -> Iterator[Batch]:
         """Yield batches of the messages after ``cursor``, the last marked complete."""
+        for chunk in self.plan(folder, cursor):
+            yield from self.read_chunk(chunk)
+
+    def plan(self, folder: FolderRef, cursor: str | None) -> list[ReadChunk]:
+        """Split what ``read`` would read into chunks that can be read independently.
+
+        A chunk is one batch of files, or a whole mbox, which can only be read in order.
+        Reading the chunks in order gives the batches ``read`` gives.
+        """
         spec = self._folder(folder)
         self._now = datetime.now(timezone.utc)
         if spec.layout == "mbox":
-            entries = self._mbox_entries(spec, cursor)
-        elif spec.layout == "single":
-            single = _MessageFile(spec.path.name, spec.path.name, str(spec.path))
-            entries = self._file_entries([single], cursor)
+            return [ReadChunk(folder, cursor, None, True, str(spec.path))]
+        if spec.layout == "single":
+            files = [_MessageFile(spec.path.name, spec.path.name, str(spec.path))]
         elif spec.layout == "maildir":
-            entries = self._file_entries(self._maildir_files(spec), cursor)
+            files = self._maildir_files(spec)
         else:
-            entries = self._file_entries(self._message_files(spec), cursor)
-        yield from self._batches(spec, entries, cursor)
+            files = self._message_files(spec)
+        ordered = self._ordered(files, cursor)
+        chunks: list[ReadChunk] = []
+        before = cursor
+        size = self.batch_size
+        for start in range(0, len(ordered), size):
+            part = tuple(ordered[start : start + size])
+            chunks.append(ReadChunk(folder, before, part, start + size >= len(ordered)))
+            before = part[-1].position
+        return chunks or [ReadChunk(folder, cursor, (), True)]
+
+    def read_chunk(self, chunk: ReadChunk) -> Iterator[Batch]:
+        """Yield the batches of one chunk of ``plan``."""
+        spec = self._folder(chunk.folder)
+        if chunk.files is None:
+            yield from self._batches(spec, self._mbox_entries(spec, chunk.cursor), chunk.cursor)
+            return
+        batch = Batch(
+            folder_key=spec.ref.key,
+            folder_role=spec.ref.role,
+            items=[],
+            cursor=chunk.cursor,
+            complete=chunk.complete,
+        )
+        for file in chunk.files:
+            self._add(batch, self._read_file(file), spec)
+        yield batch
 
     def _ref_prefix(self, spec: _Folder) -> str:
         return "" if spec.ref.key == "." else spec.ref.key + "/"
@@ -402,9 +450,10 @@ class FilesSource:
             )
             return []
 
-    def _file_entries(
-        self, files: list[_MessageFile], cursor: str | None
-    ) -> Iterator[_Entry]:
+    @staticmethod
+    def _ordered(files: list[_MessageFile], cursor: str | None) -> list[_MessageFile]:
+        """Sort files in natural name order and keep those after ``cursor``."""
+
         def order(file: _MessageFile) -> tuple[tuple[tuple[int, int, str], ...], str]:
             return natural_key(file.position), file.position
 
@@ -412,8 +461,7 @@ class FilesSource:
         if cursor:
             after = (natural_key(cursor), cursor)
             ordered = [file for file in ordered if order(file) > after]
-        for file in ordered:
-            yield self._read_file(file)
+        return ordered
 
     def _read_file(self, file: _MessageFile) -> _Entry:
         try:
@@ -488,18 +536,22 @@ class FilesSource:
                     cursor=batch.cursor,
                 )
                 size = 0
-            if entry.skipped is not None:
-                batch.skipped.append(entry.skipped)
-            elif entry.raw is not None:
-                parsed = self._parse(entry, spec)
-                if isinstance(parsed, MailItem):
-                    batch.items.append(parsed)
-                else:
-                    batch.skipped.append(parsed)
-            batch.cursor = entry.cursor
+            self._add(batch, entry, spec)
             size += 1
         batch.complete = True
         yield batch
+
+    def _add(self, batch: Batch, entry: _Entry, spec: _Folder) -> None:
+        """Add an entry to a batch as an item or a skip, and move the cursor past it."""
+        if entry.skipped is not None:
+            batch.skipped.append(entry.skipped)
+        elif entry.raw is not None:
+            parsed = self._parse(entry, spec)
+            if isinstance(parsed, MailItem):
+                batch.items.append(parsed)
+            else:
+                batch.skipped.append(parsed)
+        batch.cursor = entry.cursor
 
     def _parse(self, entry: _Entry, spec: _Folder) -> MailItem | SkippedItem:
         raw = entry.raw or b""

@@ -1,0 +1,161 @@
+"""Read and parse mail files in reader processes while the importer writes.
+
+Parsing headers is pure Python and takes about as long as writing the rows, so a large
+file import splits its folders into chunks (``FilesSource.plan``) and forks reader
+processes that read, parse and prepare chunk after chunk. Reader ``k`` of ``n`` takes
+chunks ``k``, ``k + n``, ``k + 2n`` …, and sends each prepared batch through its own
+pipe; the importer receives the chunks in their order and writes them as before, with
+their cursors. Prepared rows are tuples of plain values, so sending them costs little
+next to parsing.
+
+Readers are forked, so they share the parent's loaded modules and caches and need no
+start-up. Forking is safe only while the parent runs a single thread, so ``auto_readers``
+gives 0 otherwise, and for imports too small to repay a fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+from typing import TYPE_CHECKING, Iterator
+
+from bot.mail.ingest import PrepareContext, PreparedBatch, Preparer
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    from bot.mail.files import FilesSource, ReadChunk
+
+log = logging.getLogger(__name__)
+
+# Imports of fewer messages run in one process: forking and the pipes cost a few
+# milliseconds, which only a large import repays.
+MIN_MESSAGES = 2000
+# An mbox is counted as one message per this many bytes, a typical size of mail
+# without large attachments.
+MBOX_BYTES_PER_MESSAGE = 4096
+MAX_READERS = 2
+
+
+class ReadAheadFailed(Exception):
+    """A reader process stopped on a chunk; the importer reads from there itself."""
+
+    def __init__(self, chunk_index: int, reason: str):
+        super().__init__(f"reader process failed on chunk {chunk_index}: {reason}")
+        self.chunk_index = chunk_index
+        self.reason = reason
+
+
+def auto_readers(chunks: list[ReadChunk]) -> int:
+    """Return how many reader processes suit an import of these chunks on this machine."""
+    if _message_estimate(chunks) < MIN_MESSAGES or threading.active_count() > 1:
+        return 0
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if cores < 2:
+        return 0
+    return min(MAX_READERS, cores)
+
+
+def _message_estimate(chunks: list[ReadChunk]) -> int:
+    count = 0
+    for chunk in chunks:
+        if chunk.files is not None:
+            count += len(chunk.files)
+        elif chunk.mbox_path is not None:
+            try:
+                count += os.stat(chunk.mbox_path).st_size // MBOX_BYTES_PER_MESSAGE
+            except OSError:
+                pass  # reading it reports the error
+    return count
+
+
+def _reader_main(
+    source: FilesSource,
+    chunks: list[ReadChunk],
+    context: PrepareContext,
+    first: int,
+    step: int,
+    connection: Connection,
+) -> None:
+    preparer = Preparer(context)
+    index = first
+    try:
+        for index in range(first, len(chunks), step):
+            for batch in source.read_chunk(chunks[index]):
+                connection.send((index, preparer.prepare(batch)))
+            connection.send((index, None))
+    except (BrokenPipeError, EOFError):
+        pass  # the importer stopped reading
+    except BaseException as exc:  # noqa: BLE001 - the importer decides what to do
+        try:
+            connection.send((index, f"{type(exc).__name__}: {exc}"))
+        except OSError:
+            pass
+    finally:
+        connection.close()
+
+
+class ReadAhead:
+    """Reader processes for the chunks of a file import, received in chunk order."""
+
+    def __init__(self, source: FilesSource, chunks: list[ReadChunk], context: PrepareContext, readers: int):
+        self.chunks = chunks
+        self._connections: list[Connection] = []
+        self._processes: list[multiprocessing.process.BaseProcess] = []
+        fork = multiprocessing.get_context("fork")
+        count = max(1, min(readers, len(chunks)))
+        try:
+            for first in range(count):
+                receiver, sender = fork.Pipe(duplex=False)
+                process = fork.Process(
+                    target=_reader_main,
+                    args=(source, chunks, context, first, count, sender),
+                    name=f"mail-reader-{first}",
+                    daemon=True,
+                )
+                process.start()
+                sender.close()
+                self._connections.append(receiver)
+                self._processes.append(process)
+        except BaseException:
+            self.close()
+            raise
+
+    def __iter__(self) -> Iterator[tuple[int, PreparedBatch]]:
+        """Yield (chunk index, prepared batch) in chunk order; raise ReadAheadFailed."""
+        count = len(self._connections)
+        for index in range(len(self.chunks)):
+            connection = self._connections[index % count]
+            while True:
+                try:
+                    got, payload = connection.recv()
+                except (EOFError, OSError) as exc:
+                    raise ReadAheadFailed(index, f"the reader process ended ({type(exc).__name__})") from None
+                if got != index:
+                    raise ReadAheadFailed(index, f"the reader sent chunk {got} out of order")
+                if payload is None:
+                    break
+                if isinstance(payload, str):
+                    raise ReadAheadFailed(index, payload)
+                yield index, payload
+
+    def close(self) -> None:
+        """Stop the readers that are still running and wait for them."""
+        for connection in self._connections:
+            connection.close()
+        for process in self._processes:
+            if process.is_alive():
+                process.terminate()
+            process.join(timeout=5)
+        self._connections = []
+        self._processes = []
+
+    def __enter__(self) -> ReadAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
