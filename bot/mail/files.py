@@ -214,6 +214,19 @@ class ReadChunk:
     complete: bool  # the folder's last chunk
     mbox_path: str | None = None
 
+    def split(self, size: int) -> list[ReadChunk]:
+        """Split a chunk of files into chunks of at most ``size`` files, read in order."""
+        if self.files is None or len(self.files) <= size:
+            return [self]
+        parts: list[ReadChunk] = []
+        cursor = self.cursor
+        for start in range(0, len(self.files), size):
+            files = self.files[start : start + size]
+            last = start + size >= len(self.files)
+            parts.append(ReadChunk(self.folder, cursor, files, self.complete and last))
+            cursor = files[-1].position
+        return parts
+
 
 @dataclass
 class _Entry:

@@ -37,6 +37,9 @@ MIN_MESSAGES = 2000
 # without large attachments.
 MBOX_BYTES_PER_MESSAGE = 4096
 MAX_READERS = 2
+# The first chunks are made this small, so that the importer has rows to write soon
+# after the readers start.
+FIRST_CHUNK_FILES = 100
 
 
 class ReadAheadFailed(Exception):
@@ -103,6 +106,8 @@ class ReadAhead:
     """Reader processes for the chunks of a file import, received in chunk order."""
 
     def __init__(self, source: FilesSource, chunks: list[ReadChunk], context: PrepareContext, readers: int):
+        if chunks:
+            chunks = [*chunks[0].split(FIRST_CHUNK_FILES), *chunks[1:]]
         self.chunks = chunks
         self._connections: list[Connection] = []
         self._processes: list[multiprocessing.process.BaseProcess] = []
