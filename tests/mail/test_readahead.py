@@ -1,0 +1,233 @@
+"""Large file imports read in forked reader processes store exactly what one process stores."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import mailbox as mailbox_module
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from bot.config import Settings
+from bot.mail import readahead
+from bot.mail.files import FilesSource
+from bot.mail.ingest import _fewer_collections, ensure_mailbox, import_source
+from bot.demo import ENRON_OWNERS
+from bot.sample import generate
+from bot.storage.db import make_engine
+from bot.storage.schema import create_schema
+from tests.mail.test_files import enron_maildir  # noqa: F401 - fixture
+
+OWNER = "robin.hale@northwind.example"
+SETTINGS = Settings()
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    """The sample mailbox, plus copies of its inbox in another folder, an mbox and bad files."""
+    root = generate(tmp_path / "mail")
+    inbox = next(p for p in root.rglob("*") if p.is_dir() and p.name == "inbox")
+    copies = root / "archive"
+    shutil.copytree(inbox, copies)
+    (copies / "cur" if (copies / "cur").is_dir() else copies).joinpath("empty-file").write_bytes(b"")
+    box = mailbox_module.mbox(str(root / "lists.mbox"))
+    for number in range(40):
+        box.add(
+            f"From: Ann Lee <ann{number % 5}@partner.example>\nTo: {OWNER}\n"
+            f"Date: Mon, 1 Jun 2026 10:{number:02d}:00 +0000\nSubject: note {number}\n\nbody {number}\n"
+        )
+    box.add("From: Ann Lee <ann0@partner.example>\nSubject: no date\n\nx\n")
+    box.add("From: nobody\nDate: Mon, 1 Jun 2026 11:00:00 +0000\nSubject: no address\n\nx\n")
+    box.flush()
+    return root
+
+
+def fresh_sqlite(path: Path):
+    engine = make_engine(f"sqlite:///{path}")
+    create_schema(engine)
+    return engine
+
+
+def run_import(engine, root: Path, *, readers: int, batch_size: int = 9):
+    box = ensure_mailbox(engine, OWNER)
+    source = FilesSource(root, batch_size=batch_size)
+    return import_source(engine, box, source, settings=SETTINGS, readers=readers)
+
+
+def snapshot(engine) -> dict:
+    """Everything an import writes, without ids, in a form both backends print alike."""
+    queries = {
+        "messages": """
+            SELECT m.fingerprint, m.internet_message_id, m.in_reply_to, m.subject_key, m.source_ref,
+                   m.folder_role, CAST(m.sent_at AS VARCHAR), m.date_defect, a.address, m.recipient_count,
+                   m.is_bulk, m.is_auto_reply, m.copies
+            FROM message m LEFT JOIN address a ON a.id = m.from_address_id""",
+        "participants": """
+            SELECT m.fingerprint, a.address, p.role FROM messageparticipant p
+            JOIN message m ON m.id = p.message_id JOIN address a ON a.id = p.address_id""",
+        "addresses": "SELECT a.address, a.domain, a.display_name, a.kind, a.is_freemail, p.display_name, p.kind "
+        "FROM address a JOIN person p ON p.id = a.person_id",
+        "folders": "SELECT folder_key, folder_role, cursor, items_stored FROM folderstate",
+    }
+    with engine.connect() as connection:
+        result = {
+            name: sorted(
+                (tuple(str(value)[:19] if "sent_at" in str(key) else value for key, value in row._mapping.items()) for row in connection.execute(text(sql))),
+                key=repr,
+            )
+            for name, sql in queries.items()
+        }
+    return result
+
+
+def test_reader_processes_store_what_one_process_stores(engine, corpus, tmp_path):
+    reference_engine = fresh_sqlite(tmp_path / "reference.db")
+    expected = run_import(reference_engine, corpus, readers=0)
+    got = run_import(engine, corpus, readers=2)
+    assert got.as_dict() == expected.as_dict()
+    assert got.stored > 100 and got.duplicates > 50
+    assert got.skipped == {"not-a-message": 1, "missing-date": 1, "no-participants": 1}
+    assert snapshot(engine) == snapshot(reference_engine)
+    # Importing again adds nothing, whichever way it reads.
+    again = run_import(engine, corpus, readers=2)
+    assert again.stored == 0 and again.duplicates == expected.stored + expected.duplicates
+
+
+def test_a_reader_that_fails_leaves_its_folder_to_the_importer(engine, corpus, tmp_path, monkeypatch, caplog):
+    reference_engine = fresh_sqlite(tmp_path / "reference.db")
+    expected = run_import(reference_engine, corpus, readers=0)
+    parent = os.getpid()
+    original = FilesSource.read_chunk
+    seen = {"count": 0}
+
+    def failing(self, chunk):  # type: ignore[no-untyped-def]
+        if os.getpid() != parent:
+            seen["count"] += 1
+            if seen["count"] == 3:
+                raise RuntimeError("disk read failed")
+        return original(self, chunk)
+
+    monkeypatch.setattr(FilesSource, "read_chunk", failing)
+    with caplog.at_level(logging.WARNING, logger="bot.mail.ingest"):
+        got = run_import(engine, corpus, readers=1)
+    assert "RuntimeError: disk read failed" in caplog.text
+    assert "in this process" in caplog.text
+    assert got.as_dict() == expected.as_dict()
+    assert snapshot(engine) == snapshot(reference_engine)
+
+
+def test_a_reader_that_dies_leaves_the_rest_to_the_importer(engine, corpus, tmp_path, monkeypatch, caplog):
+    reference_engine = fresh_sqlite(tmp_path / "reference.db")
+    expected = run_import(reference_engine, corpus, readers=0)
+    parent = os.getpid()
+    original = FilesSource.read_chunk
+
+    def dying(self, chunk):  # type: ignore[no-untyped-def]
+        if os.getpid() != parent and chunk.folder.key.endswith("sent"):
+            os._exit(3)
+        return original(self, chunk)
+
+    monkeypatch.setattr(FilesSource, "read_chunk", dying)
+    with caplog.at_level(logging.WARNING, logger="bot.mail.ingest"):
+        got = run_import(engine, corpus, readers=2)
+    assert "the reader process ended" in caplog.text
+    assert got.as_dict() == expected.as_dict()
+    assert snapshot(engine) == snapshot(reference_engine)
+
+
+def test_an_import_interrupted_while_writing_resumes_where_it_stopped(engine, corpus, tmp_path, monkeypatch):
+    from bot.mail import ingest
+
+    reference_engine = fresh_sqlite(tmp_path / "reference.db")
+    expected = run_import(reference_engine, corpus, readers=0)
+    original = ingest.Importer._save_cursor
+    calls = {"count": 0}
+
+    def crash_on_fourth(self, session, batch, stored):  # type: ignore[no-untyped-def]
+        calls["count"] += 1
+        if calls["count"] == 4:
+            raise KeyboardInterrupt
+        return original(self, session, batch, stored)
+
+    monkeypatch.setattr(ingest.Importer, "_save_cursor", crash_on_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        run_import(engine, corpus, readers=2)
+    monkeypatch.setattr(ingest.Importer, "_save_cursor", original)
+    with engine.connect() as connection:
+        kept = connection.execute(text("SELECT COUNT(*) FROM message")).scalar()
+    assert 0 < kept <= 3 * 9  # the three batches committed before the crash
+    resumed = run_import(engine, corpus, readers=2)
+    assert resumed.stored == expected.stored - kept
+    assert snapshot(engine)["messages"] == snapshot(reference_engine)["messages"]
+    assert [p for p in readahead_children() if p.is_alive()] == []
+
+
+def readahead_children():  # type: ignore[no-untyped-def]
+    import multiprocessing
+
+    return [p for p in multiprocessing.active_children() if p.name.startswith("mail-reader")]
+
+
+def test_chunks_read_the_batches_read_gives(corpus):
+    source = FilesSource(corpus, batch_size=4)
+    for folder in source.folders():
+        whole = [(b.cursor, b.complete, [i.source_ref for i in b.items], [s.source_ref for s in b.skipped]) for b in source.read(folder, None)]
+        chunks = [part for chunk in source.plan(folder, None) for part in chunk.split(3)]
+        parts = [
+            (b.cursor, b.complete, [i.source_ref for i in b.items], [s.source_ref for s in b.skipped])
+            for chunk in chunks
+            for b in source.read_chunk(chunk)
+        ]
+        assert [ref for batch in parts for ref in batch[2] + batch[3]] == [ref for batch in whole for ref in batch[2] + batch[3]]
+        assert parts[-1][:2] == whole[-1][:2]
+        assert all(not complete for _, complete, _, _ in parts[:-1])
+        # Each chunk starts where the one before it ended.
+        for before, after in zip(chunks, chunks[1:]):
+            if before.files and after.files:
+                assert after.cursor == before.files[-1].position
+
+
+def test_readers_are_used_only_for_large_imports_in_one_thread(monkeypatch, corpus):
+    source = FilesSource(corpus)
+    chunks = [chunk for folder in source.folders() for chunk in source.plan(folder, None)]
+    monkeypatch.setattr(readahead.threading, "active_count", lambda: 1)
+    monkeypatch.setattr(readahead.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3}, raising=False)
+    assert readahead.auto_readers(chunks) == 0  # a few hundred messages
+    monkeypatch.setattr(readahead, "MIN_MESSAGES", 10)
+    assert readahead.auto_readers(chunks) == readahead.MAX_READERS
+    monkeypatch.setattr(readahead.threading, "active_count", lambda: 2)
+    assert readahead.auto_readers(chunks) == 0  # forking a threaded process is unsafe
+    monkeypatch.setattr(readahead.threading, "active_count", lambda: 1)
+    monkeypatch.setattr(readahead.os, "sched_getaffinity", lambda _pid: {0}, raising=False)
+    assert readahead.auto_readers(chunks) == 0
+
+
+def test_collections_are_relaxed_only_during_imports():
+    before = gc.get_threshold()
+    with _fewer_collections():
+        assert gc.get_threshold()[0] == 50_000
+        with _fewer_collections():
+            assert gc.get_freeze_count() > 0
+        assert gc.get_threshold()[0] == 50_000
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
+def test_enron_mailbox_reads_the_same_with_readers(enron_maildir, tmp_path):  # noqa: F811
+    """Real mail: all of fossum-d, with the copies of each message in several folders."""
+    owner = ENRON_OWNERS["fossum-d"]
+    results = {}
+    for readers in (0, 2):
+        engine = fresh_sqlite(tmp_path / f"readers-{readers}.db")
+        box = ensure_mailbox(engine, owner)
+        summary = import_source(engine, box, FilesSource(enron_maildir / "fossum-d"), settings=SETTINGS, readers=readers)
+        results[readers] = (summary.as_dict(), snapshot(engine))
+        engine.dispose()
+    assert results[2] == results[0]
+    summary = results[2][0]
+    assert summary["read"] == 4796
+    assert summary["stored"] + summary["duplicates"] + sum(summary["skipped"].values()) == 4796
