@@ -37,8 +37,12 @@ def bare_loop(maildir: Path) -> dict:
     return {"messages": len(files), "seconds": elapsed}
 
 
-def full_import(maildir: Path, db_path: Path) -> dict:
-    """Import all nine mailboxes with the bot's own code, as `crm-bot import` does."""
+def full_import(maildir: Path, db_path: Path, readers: int | None = None) -> dict:
+    """Import all nine mailboxes with the bot's own code, as `crm-bot import` does.
+
+    ``readers`` None chooses reader processes as `crm-bot import` does; 0 reads in this
+    process.
+    """
     os.environ["DATABASE_URL"] = f"sqlite:///{db_path}"
     from bot.config import get_settings
     from bot.mail.files import FilesSource
@@ -58,7 +62,7 @@ def full_import(maildir: Path, db_path: Path) -> dict:
     for box, owner in ENRON_OWNERS.items():
         mailbox = ensure_mailbox(engine, owner)
         t0 = time.perf_counter()
-        summary = import_source(engine, mailbox, FilesSource(maildir / box), settings=settings)
+        summary = import_source(engine, mailbox, FilesSource(maildir / box), settings=settings, readers=readers)
         import_seconds += time.perf_counter() - t0
         recompute(engine, mailbox.id, settings=settings)
         read += summary.read
@@ -77,7 +81,10 @@ def full_import(maildir: Path, db_path: Path) -> dict:
 
 
 def child(kind: str, maildir: str, db_path: str) -> None:
-    result = bare_loop(Path(maildir)) if kind == "bare" else full_import(Path(maildir), Path(db_path))
+    if kind == "bare":
+        result = bare_loop(Path(maildir))
+    else:
+        result = full_import(Path(maildir), Path(db_path), readers=0 if kind == "one-process" else None)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
@@ -112,9 +119,11 @@ def main() -> int:
         # Warm the page cache so both runs read from memory.
         bare_loop(maildir)
         bare = run_child("bare", maildir, work / "unused.db")
+        single = run_child("one-process", maildir, work / "single.db")
         full = run_child("import", maildir, work / "bench.db")
         db_size = (work / "bench.db").stat().st_size / 1e6
     bare_rate = bare["messages"] / bare["seconds"]
+    single_rate = single["messages"] / single["import_seconds"]
     import_rate = full["messages"] / full["import_seconds"]
     total_rate = full["messages"] / full["seconds"]
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
@@ -122,10 +131,14 @@ def main() -> int:
     print("| run | messages | seconds | messages/s | peak RSS MB |")
     print("| --- | ---: | ---: | ---: | ---: |")
     print(f"| bare header-parsing loop (email package) | {bare['messages']:,} | {bare['seconds']:.2f} | {bare_rate:,.0f} | {bare['peak_rss_mb']:.0f} |")
+    print(f"| import in one process (--readers 0) | {single['messages']:,} | {single['import_seconds']:.2f} | {single_rate:,.0f} | |")
     print(f"| import (read, parse, store) | {full['messages']:,} | {full['import_seconds']:.2f} | {import_rate:,.0f} | |")
     print(f"| import and relationship computation | {full['messages']:,} | {full['seconds']:.2f} | {total_rate:,.0f} | {full['peak_rss_mb']:.0f} |")
     print()
-    print(f"import / bare loop speed ratio: {import_rate / bare_rate:.2f}; with computation: {total_rate / bare_rate:.2f}")
+    print(
+        f"import / bare loop speed ratio: {import_rate / bare_rate:.2f} "
+        f"(one process: {single_rate / bare_rate:.2f}); with computation: {total_rate / bare_rate:.2f}"
+    )
     print(f"stored {full['stored']:,}, duplicates {full['duplicates']:,}, skipped {full['skipped']:,}; database {db_size:.1f} MB")
     return 0
 

@@ -51,6 +51,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def reader_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid reader count {text!r}; give 0 (read in one process) or more") from None
+    if not 0 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"invalid reader count {text!r}; give a number from 0 to 64")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="crm-bot", description="Relationship CRM built from a mailbox.")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default: LOG_LEVEL or WARNING)")

@@ -147,7 +147,7 @@ def fingerprint(item: MailItem, sender: str | None, recipients: Iterable[str]) -
     """Digest of what makes two copies the same message, whatever their Message-IDs."""
     sent = item.sent_at
     parts = [
-        # The same text as strftime("%Y-%m-%dT%H:%M"), in about a third of its time.
+        # The same text as strftime("%Y-%m-%dT%H:%M"), which is slower.
         f"{sent.year:04d}-{sent.month:02d}-{sent.day:02d}T{sent.hour:02d}:{sent.minute:02d}" if sent else "",
         sender or (item.sender.name if item.sender and item.sender.name else ""),
         ",".join(sorted(set(recipients))),
@@ -329,9 +329,9 @@ Prepared = tuple[tuple, "str | None", tuple[tuple[str, str], ...], tuple[tuple[s
 
 @dataclass(frozen=True)
 class PrepareContext:
-    """What turning mail items into rows needs to know of the mailbox and the settings.
+    """Mailbox and settings values that building message rows depends on.
 
-    It holds only plain values, so a reader process can build rows too.
+    It contains only plain values, so a reader process can build rows too.
     """
 
     team_id: str
@@ -376,7 +376,7 @@ def sqlite_time(value: datetime) -> str:
 
 
 class Preparer:
-    """Turns the mail items of batches into message rows; needs no database."""
+    """Builder of message rows from the mail items of a batch, without a database."""
 
     def __init__(self, context: PrepareContext):
         self.context = context
@@ -440,6 +440,7 @@ class Preparer:
                 needed.append((address, participant.name, None))
         if sender is None and not recipient_addresses:
             return None
+
         author = normalize(item.author)
         if author is not None and author != sender:
             # A list rewrote From: the message is the author's, and the list address is
@@ -451,6 +452,7 @@ class Preparer:
         if sender is not None:
             needed.append((sender, sender_participant.name if sender_participant else None, None))
             participants.append((sender, "from"))
+
         context = self.context
         parent = item.in_reply_to or (item.references[-1] if item.references else None)
         sent_at = item.sent_at

@@ -3,9 +3,9 @@
 Parsing headers is pure Python and takes about as long as writing the rows, so a large
 file import splits its folders into chunks (``FilesSource.plan``) and forks reader
 processes that read, parse and prepare chunk after chunk. Reader ``k`` of ``n`` takes
-chunks ``k``, ``k + n``, ``k + 2n`` …, and sends each prepared batch through its own
-pipe; the importer receives the chunks in their order and writes them as before, with
-their cursors. Prepared rows are tuples of plain values, so sending them costs little
+chunks ``k``, ``k + n``, ``k + 2n`` … and sends each prepared batch through its own
+pipe. The importer receives the chunks in their order and writes them with their
+cursors, as it does when it reads them itself. Prepared rows are tuples of plain values, so sending them costs little
 next to parsing.
 
 Readers are forked, so they share the parent's loaded modules and caches and need no

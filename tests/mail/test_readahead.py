@@ -84,20 +84,22 @@ def snapshot(engine) -> dict:
     return result
 
 
-def test_reader_processes_store_what_one_process_stores(engine, corpus, tmp_path):
+def test_readers_store_what_one_process_stores(engine, corpus, tmp_path):
     reference_engine = fresh_sqlite(tmp_path / "reference.db")
     expected = run_import(reference_engine, corpus, readers=0)
     got = run_import(engine, corpus, readers=2)
     assert got.as_dict() == expected.as_dict()
-    assert got.stored > 100 and got.duplicates > 50
+    assert got.stored > 100
+    assert got.duplicates > 50
     assert got.skipped == {"not-a-message": 1, "missing-date": 1, "no-participants": 1}
     assert snapshot(engine) == snapshot(reference_engine)
     # Importing again adds nothing, whichever way it reads.
     again = run_import(engine, corpus, readers=2)
-    assert again.stored == 0 and again.duplicates == expected.stored + expected.duplicates
+    assert again.stored == 0
+    assert again.duplicates == expected.stored + expected.duplicates
 
 
-def test_a_reader_that_fails_leaves_its_folder_to_the_importer(engine, corpus, tmp_path, monkeypatch, caplog):
+def test_failed_reader_leaves_folder_to_importer(engine, corpus, tmp_path, monkeypatch, caplog):
     reference_engine = fresh_sqlite(tmp_path / "reference.db")
     expected = run_import(reference_engine, corpus, readers=0)
     parent = os.getpid()
@@ -120,7 +122,7 @@ def test_a_reader_that_fails_leaves_its_folder_to_the_importer(engine, corpus, t
     assert snapshot(engine) == snapshot(reference_engine)
 
 
-def test_a_reader_that_dies_leaves_the_rest_to_the_importer(engine, corpus, tmp_path, monkeypatch, caplog):
+def test_dead_reader_leaves_rest_to_importer(engine, corpus, tmp_path, monkeypatch, caplog):
     reference_engine = fresh_sqlite(tmp_path / "reference.db")
     expected = run_import(reference_engine, corpus, readers=0)
     parent = os.getpid()
@@ -139,7 +141,7 @@ def test_a_reader_that_dies_leaves_the_rest_to_the_importer(engine, corpus, tmp_
     assert snapshot(engine) == snapshot(reference_engine)
 
 
-def test_an_import_interrupted_while_writing_resumes_where_it_stopped(engine, corpus, tmp_path, monkeypatch):
+def test_interrupted_import_resumes_after_last_batch(engine, corpus, tmp_path, monkeypatch):
     from bot.mail import ingest
 
     reference_engine = fresh_sqlite(tmp_path / "reference.db")
@@ -158,10 +160,10 @@ def test_an_import_interrupted_while_writing_resumes_where_it_stopped(engine, co
         run_import(engine, corpus, readers=2)
     monkeypatch.setattr(ingest.Importer, "_save_cursor", original)
     with engine.connect() as connection:
-        kept = connection.execute(text("SELECT COUNT(*) FROM message")).scalar()
-    assert 0 < kept <= 3 * 9  # the three batches committed before the crash
+        committed = connection.execute(text("SELECT COUNT(*) FROM message")).scalar()
+    assert 0 < committed <= 3 * 9  # the three batches written before the crash
     resumed = run_import(engine, corpus, readers=2)
-    assert resumed.stored == expected.stored - kept
+    assert resumed.stored == expected.stored - committed
     assert snapshot(engine)["messages"] == snapshot(reference_engine)["messages"]
     assert [p for p in readahead_children() if p.is_alive()] == []
 
