@@ -524,6 +524,14 @@ class Importer:
         known_fingerprints = self.fingerprints
         known_ids = self.message_ids
         for entry in batch.entries:
+            # Copies count too: a copy may name a person whom the stored message left
+            # without a display name.
+            for address, name, kind in entry[3]:
+                current = wanted.get(address)
+                if current is None:
+                    wanted[address] = (name, kind)
+                elif (name and not current[0]) or (kind and not current[1]):
+                    wanted[address] = (current[0] or name, current[1] or kind)
             row = entry[0]
             mid = row[_MID]
             fp = row[_FINGERPRINT]
@@ -537,12 +545,6 @@ class Importer:
             if mid:
                 added_ids.add(mid)
             prepared.append(entry)
-            for address, name, kind in entry[3]:
-                current = wanted.get(address)
-                if current is None:
-                    wanted[address] = (name, kind)
-                elif (name and not current[0]) or (kind and not current[1]):
-                    wanted[address] = (current[0] or name, current[1] or kind)
         counts["stored"] = len(prepared)
 
         with Session(self.engine) as session:
@@ -796,7 +798,8 @@ def _store_read_ahead(
         failed = chunks[exc.chunk_index].folder.key
         log.warning("%s; reading folder %s and the folders after it in this process", exc, failed)
         position = next(i for i, folder in enumerate(folders) if folder.key == failed)
-        summary.folders -= failed in counted
+        if failed in counted:
+            summary.folders -= 1  # the caller counts this folder again
         return folders[position:]
     finally:
         reader.close()
