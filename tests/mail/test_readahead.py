@@ -193,7 +193,7 @@ def test_chunks_read_the_batches_read_gives(corpus):
                 assert after.cursor == before.files[-1].position
 
 
-def test_readers_are_used_only_for_large_imports_in_one_thread(monkeypatch, corpus):
+def test_auto_readers_need_large_single_thread_import(monkeypatch, corpus):
     source = FilesSource(corpus)
     chunks = [chunk for folder in source.folders() for chunk in source.plan(folder, None)]
     monkeypatch.setattr(readahead.threading, "active_count", lambda: 1)
@@ -233,3 +233,20 @@ def test_enron_mailbox_reads_the_same_with_readers(enron_maildir, tmp_path):  # 
     summary = results[2][0]
     assert summary["read"] == 4796
     assert summary["stored"] + summary["duplicates"] + sum(summary["skipped"].values()) == 4796
+
+
+@pytest.mark.parametrize("readers", [0, 2])
+def test_copy_adds_name_stored_message_lacks(engine, tmp_path, readers):
+    message = (
+        "From: {owner}\nTo: {to}\nDate: Mon, 1 Jun 2026 10:00:00 +0000\n"
+        "Message-ID: <{mid}@northwind.example>\nSubject: plan\n\nsee you\n"
+    )
+    for folder, to, mid in (("a-sent", "ann@partner.example", "first"), ("b-archive", "Ann Lee <ann@partner.example>", "second")):
+        (tmp_path / "mail" / folder).mkdir(parents=True)
+        (tmp_path / "mail" / folder / "1").write_text(message.format(owner=OWNER, to=to, mid=mid))
+    summary = run_import(engine, tmp_path / "mail", readers=readers)
+    assert summary.stored == 1
+    assert summary.duplicates == 1
+    with engine.connect() as connection:
+        name = connection.execute(text("SELECT display_name FROM address WHERE address = 'ann@partner.example'")).scalar()
+    assert name == "Ann Lee"
