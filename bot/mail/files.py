@@ -390,15 +390,8 @@ class FilesSource:
             files = self._maildir_files(spec)
         else:
             files = self._message_files(spec)
-        ordered = self._ordered(files, cursor)
-        chunks: list[ReadChunk] = []
-        before = cursor
-        size = self.batch_size
-        for start in range(0, len(ordered), size):
-            part = tuple(ordered[start : start + size])
-            chunks.append(ReadChunk(folder, before, part, start + size >= len(ordered)))
-            before = part[-1].position
-        return chunks or [ReadChunk(folder, cursor, (), True)]
+        whole = ReadChunk(folder, cursor, tuple(self._ordered(files, cursor)), True)
+        return whole.split(self.batch_size)
 
     def read_chunk(self, chunk: ReadChunk) -> Iterator[Batch]:
         """Yield the batches of one chunk of ``plan``."""
