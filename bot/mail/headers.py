@@ -19,7 +19,7 @@ from email.errors import HeaderParseError
 from email.header import decode_header
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
-from typing import Mapping
+from typing import Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.errors import ConfigError, InputError
@@ -465,8 +465,19 @@ def parse_addresses(
     field of an exported archive, which supplies missing names. Defect codes are
     appended to ``defects`` when it is given.
     """
+    return list(_participants(value, defects, archive_value))
+
+
+def _participants(
+    value: str | None, defects: list[str] | None, archive_value: str | None
+) -> tuple[Participant, ...]:
+    """parse_addresses, returning the cached tuple itself.
+
+    Messages with the same list share one tuple, which lets the importer reuse its work
+    on the list.
+    """
     if not value:
-        return []
+        return ()
     length = len(value) + len(archive_value or "")
     if length <= _CACHED_LIST_LENGTH:
         participants, found = _address_field_cached(value, archive_value)
@@ -474,9 +485,9 @@ def parse_addresses(
         participants, found = _large_address_field_cached(value, archive_value)
     else:
         participants, found = _address_field(value, archive_value)
-    if defects is not None:
+    if defects is not None and found:
         defects.extend(found)
-    return list(participants)
+    return participants
 
 
 def _address_field(value: str, archive_value: str | None) -> _ParsedList:
@@ -924,9 +935,9 @@ _bulk_reason = bulk_reason
 
 def _list_author(
     sender: Participant | None,
-    reply_to: list[Participant],
-    cc: list[Participant],
-    to: list[Participant],
+    reply_to: Sequence[Participant],
+    cc: Sequence[Participant],
+    to: Sequence[Participant],
 ) -> Participant | None:
     """Find the real author of a list post whose From reads 'Person via List <...>'."""
     if sender is None or not sender.name:
@@ -953,7 +964,7 @@ def _list_author(
 
 def _sender(fields: _Fields, defects: list[str]) -> Participant | None:
     """Return the first From participant, named from X-From when From has no name."""
-    senders = parse_addresses(_first(fields, "from"), defects)
+    senders = _participants(_first(fields, "from"), defects, None)
     if not senders:
         defects.append("from-missing")
         return None
@@ -970,13 +981,13 @@ def _address_list(
     name: str,
     archive_name: str | None,
     defects: list[str],
-) -> list[Participant]:
+) -> tuple[Participant, ...]:
     """Return the participants of an address field, named from its X- field if any."""
     if not fields.get(name):
-        return []
+        return ()
     value = _joined(fields, name)
     archive = _first(fields, archive_name) if archive_name else None
-    return parse_addresses(value, defects, archive_value=archive)
+    return _participants(value, defects, archive)
 
 
 def clear_caches() -> None:

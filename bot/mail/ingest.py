@@ -145,12 +145,17 @@ def ensure_mailbox(
 
 def fingerprint(item: MailItem, sender: str | None, recipients: Iterable[str]) -> str:
     """Digest of what makes two copies the same message, whatever their Message-IDs."""
+    return _fingerprint(item, sender, ",".join(sorted(set(recipients))))
+
+
+def _fingerprint(item: MailItem, sender: str | None, recipient_key: str) -> str:
+    """fingerprint() with the recipients already joined as sorted unique addresses."""
     sent = item.sent_at
     parts = [
         # The same text as strftime("%Y-%m-%dT%H:%M"), which is slower.
         f"{sent.year:04d}-{sent.month:02d}-{sent.day:02d}T{sent.hour:02d}:{sent.minute:02d}" if sent else "",
         sender or (item.sender.name if item.sender and item.sender.name else ""),
-        ",".join(sorted(set(recipients))),
+        recipient_key,
         (item.subject or "").strip(),
         item.body_hash or "",
     ]
@@ -322,9 +327,20 @@ _MID = MESSAGE_COLUMNS.index("internet_message_id")
 _FINGERPRINT = MESSAGE_COLUMNS.index("fingerprint")
 
 # A prepared message: (row, sender, participants, needed), where row follows
-# MESSAGE_COLUMNS, participants are (address, role) pairs and needed are the
-# (address, display name, kind or None) triples the message wants ids for.
-Prepared = tuple[tuple, "str | None", tuple[tuple[str, str], ...], tuple[tuple[str, "str | None", "str | None"], ...]]
+# MESSAGE_COLUMNS, participants are groups of (address, role) pairs and needed are groups
+# of the (address, display name, kind or None) triples the message wants ids for. The
+# first group of each holds the recipients, and messages with the same recipient lists
+# share that group: the pipe from a reader sends it once per batch, and the writer merges
+# its names once.
+_Pairs = tuple[tuple[str, str], ...]
+_Triples = tuple[tuple[str, "str | None", "str | None"], ...]
+Prepared = tuple[tuple, "str | None", tuple[_Pairs, _Pairs], tuple[_Triples, _Triples]]
+# The recipient part of a prepared message: participants, needed, the number of unique
+# (address, role) recipients and the sorted unique addresses joined for the fingerprint.
+_RecipientWork = tuple[_Pairs, _Triples, int, str]
+# Recipient work kept per Preparer; the cache holds the lists themselves, so the ids in
+# its keys stay theirs.
+_RECIPIENT_CACHE_LIMIT = 20_000
 
 
 @dataclass(frozen=True)
@@ -381,6 +397,7 @@ class Preparer:
     def __init__(self, context: PrepareContext):
         self.context = context
         self._normalized: dict[str, str | None] = {}
+        self._recipient_cache: dict[tuple[int, int, int], tuple[object, object, object, _RecipientWork]] = {}
 
     def normalize(self, participant: Participant | None) -> str | None:
         if participant is None or not participant.address:
@@ -414,33 +431,14 @@ class Preparer:
     def prepare_item(self, item: MailItem) -> Prepared | None:
         """Build the message row of an item, or None when it names no address at all."""
         normalize = self.normalize
-        normalized = self._normalized
         sender_participant = item.sender
         sender = normalize(sender_participant)
-        participants: list[tuple[str, str]] = []
-        recipient_addresses: list[str] = []
-        seen: set[tuple[str, str]] = set()
-        needed: list[tuple[str, str | None, str | None]] = []
-        for role, people in (("to", item.to), ("cc", item.cc), ("bcc", item.bcc)):
-            for participant in people:
-                # The cache lookup is inlined: lists of thousands of recipients make this
-                # the importer's most repeated line.
-                raw = participant.address
-                address = normalized.get(raw) if raw else None
-                if address is None:
-                    address = normalize(participant)
-                    if address is None:
-                        continue
-                key = (address, role)
-                if key in seen:
-                    continue
-                seen.add(key)
-                recipient_addresses.append(address)
-                participants.append(key)
-                needed.append((address, participant.name, None))
-        if sender is None and not recipient_addresses:
+        recipient_participants, recipient_needed, recipient_count, recipient_key = self._recipients(item)
+        if sender is None and not recipient_count:
             return None
 
+        participants: list[tuple[str, str]] = []
+        needed: list[tuple[str, str | None, str | None]] = []
         author = normalize(item.author)
         if author is not None and author != sender:
             # A list rewrote From: the message is the author's, and the list address is
@@ -463,7 +461,7 @@ class Preparer:
             _clean_id(parent),
             subject_key(item.subject),
             item.conversation_id,
-            fingerprint(item, sender, recipient_addresses),
+            _fingerprint(item, sender, recipient_key),
             item.source_ref[:1000],
             item.folder_role.value,
             "other",
@@ -471,13 +469,52 @@ class Preparer:
             (item.date_defect or None) and item.date_defect[:500],
             "",
             (item.subject or None) if context.store_subjects else None,
-            len(recipient_addresses),
-            item.is_bulk or len(recipient_addresses) > context.bulk_recipient_threshold,
+            recipient_count,
+            item.is_bulk or recipient_count > context.bulk_recipient_threshold,
             item.is_auto_reply,
             False,
             1,
         )
-        return row, sender, tuple(participants), tuple(needed)
+        return row, sender, (recipient_participants, tuple(participants)), (recipient_needed, tuple(needed))
+
+    def _recipients(self, item: MailItem) -> _RecipientWork:
+        """Return the recipient part of a message, reused for lists seen before."""
+        to, cc, bcc = item.to, item.cc, item.bcc
+        shared = type(to) is tuple and type(cc) is tuple and type(bcc) is tuple
+        if shared:
+            key = (id(to), id(cc), id(bcc))
+            hit = self._recipient_cache.get(key)
+            if hit is not None and hit[0] is to and hit[1] is cc and hit[2] is bcc:
+                return hit[3]
+        normalize = self.normalize
+        normalized = self._normalized
+        participants: list[tuple[str, str]] = []
+        addresses: list[str] = []
+        seen: set[tuple[str, str]] = set()
+        needed: list[tuple[str, str | None, str | None]] = []
+        for role, people in (("to", to), ("cc", cc), ("bcc", bcc)):
+            for participant in people:
+                # The cache lookup is inlined: lists of thousands of recipients make this
+                # the importer's most repeated line.
+                raw = participant.address
+                address = normalized.get(raw) if raw else None
+                if address is None:
+                    address = normalize(participant)
+                    if address is None:
+                        continue
+                pair = (address, role)
+                if pair in seen:
+                    continue
+                seen.add(pair)
+                addresses.append(address)
+                participants.append(pair)
+                needed.append((address, participant.name, None))
+        work = (tuple(participants), tuple(needed), len(addresses), ",".join(sorted(set(addresses))))
+        if shared:
+            if len(self._recipient_cache) >= _RECIPIENT_CACHE_LIMIT:
+                self._recipient_cache.clear()
+            self._recipient_cache[key] = (to, cc, bcc, work)
+        return work
 
 
 class Importer:
@@ -523,15 +560,20 @@ class Importer:
         duplicate_fingerprints: list[str] = []
         known_fingerprints = self.fingerprints
         known_ids = self.message_ids
+        merged: set[int] = set()  # ids of the shared groups merged already; all stay alive
         for entry in batch.entries:
             # Copies count too: a copy may name a person whom the stored message left
             # without a display name.
-            for address, name, kind in entry[3]:
-                current = wanted.get(address)
-                if current is None:
-                    wanted[address] = (name, kind)
-                elif (name and not current[0]) or (kind and not current[1]):
-                    wanted[address] = (current[0] or name, current[1] or kind)
+            for group in entry[3]:
+                if id(group) in merged:
+                    continue
+                merged.add(id(group))
+                for address, name, kind in group:
+                    current = wanted.get(address)
+                    if current is None:
+                        wanted[address] = (name, kind)
+                    elif (name and not current[0]) or (kind and not current[1]):
+                        wanted[address] = (current[0] or name, current[1] or kind)
             row = entry[0]
             mid = row[_MID]
             fp = row[_FINGERPRINT]
@@ -557,7 +599,8 @@ class Importer:
                 participant_rows = [
                     (team_id, message_id, ids[address], role)
                     for entry, message_id in zip(prepared, message_ids)
-                    for address, role in entry[2]
+                    for group in entry[2]
+                    for address, role in group
                 ]
                 if participant_rows:
                     # The largest insert of a batch goes straight to the driver's executemany,

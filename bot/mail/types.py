@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from typing import Sequence
 
 
 class FolderRole(str, Enum):
@@ -38,10 +39,11 @@ class MailItem:
     folder_role: FolderRole
     sent_at: datetime | None
     sender: Participant | None
-    to: list[Participant] = field(default_factory=list)
-    cc: list[Participant] = field(default_factory=list)
-    bcc: list[Participant] = field(default_factory=list)
-    reply_to: list[Participant] = field(default_factory=list)
+    # Sequences: file imports give tuples that messages with the same list share.
+    to: Sequence[Participant] = ()
+    cc: Sequence[Participant] = ()
+    bcc: Sequence[Participant] = ()
+    reply_to: Sequence[Participant] = ()
     message_id: str | None = None
     in_reply_to: str | None = None
     references: list[str] = field(default_factory=list)

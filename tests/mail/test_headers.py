@@ -70,8 +70,8 @@ Date: Tue, 04 Jun 2024 10:12:00 +0200
 """
     )
     assert item.sender == Participant("maja.lindqvist@example.com", "Lindqvist, Maja")
-    assert item.cc == [Participant("luis.ortega@example.com", "Ortega, Luís")]
-    assert item.to == [Participant("robin.hale@example.org", "Robin Hale")]
+    assert list(item.cc) == [Participant("luis.ortega@example.com", "Ortega, Luís")]
+    assert list(item.to) == [Participant("robin.hale@example.org", "Robin Hale")]
 
 
 def test_unquoted_comma_in_names() -> None:
@@ -82,7 +82,7 @@ To: Robin Hale <robin.hale@example.org>, Okafor, Nadia <nadia.okafor@northwind.e
 """
     )
     assert item.sender == Participant("theo.marsh@bluepeak.example", "Theo Marsh, Jr")
-    assert item.to == [
+    assert list(item.to) == [
         Participant("robin.hale@example.org", "Robin Hale"),
         Participant("nadia.okafor@northwind.example", "Okafor, Nadia"),
     ]
@@ -276,7 +276,7 @@ X-To: Tim Belden <Tim Belden/Enron@EnronXGate>
 """
     )
     assert item.sender == Participant("phillip.allen@enron.com", "Phillip K Allen")
-    assert item.to == [Participant("tim.belden@enron.com", "Tim Belden")]
+    assert list(item.to) == [Participant("tim.belden@enron.com", "Tim Belden")]
 
 
 def test_x_from_ignored_when_from_has_name() -> None:
@@ -295,11 +295,11 @@ X-To: Kitchen, Louise </O=ENRON/OU=NA/CN=RECIPIENTS/CN=LKITCHEN>,
 X-cc: Grigsby, Mike </O=ENRON/OU=NA/CN=RECIPIENTS/CN=MGRIGSB>
 """
     )
-    assert item.to == [
+    assert list(item.to) == [
         Participant("louise.kitchen@enron.com", "Kitchen, Louise"),
         Participant("john.lavorato@enron.com", "John J Lavorato"),
     ]
-    assert item.cc == [Participant("mike.grigsby@enron.com", "Grigsby, Mike")]
+    assert list(item.cc) == [Participant("mike.grigsby@enron.com", "Grigsby, Mike")]
 
 
 def test_x_to_with_other_count_leaves_names_empty() -> None:

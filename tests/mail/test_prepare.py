@@ -1,0 +1,67 @@
+"""Message rows built by the Preparer, which file imports and reader processes share."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import datetime, timezone
+
+from bot.mail.headers import parse_message
+from bot.mail.ingest import MESSAGE_COLUMNS, PrepareContext, Preparer, fingerprint
+from bot.mail.types import Batch, FolderRole, MailItem, Participant
+
+NOW = datetime(2026, 6, 30, tzinfo=timezone.utc)
+CONTEXT = PrepareContext(
+    team_id="T1", mailbox_id=1, store_subjects=False, bulk_recipient_threshold=20, fold_plus=False, sqlite_times=True
+)
+
+
+def message(sender: str, day: int) -> bytes:
+    return (
+        f"From: {sender}\n"
+        "To: Ann Lee <ann@partner.example>, bo@partner.example, ANN@partner.example\n"
+        "Cc: cy@partner.example\nBcc: cy@partner.example\n"
+        f"Date: Mon, {day} Jun 2026 10:00:00 +0000\nSubject: plan\n\nbody {day}\n"
+    ).encode()
+
+
+def parse(raw: bytes, ref: str) -> MailItem:
+    return parse_message(raw, source_ref=ref, folder="inbox", folder_role=FolderRole.INBOX, now=NOW)
+
+
+def test_messages_with_the_same_lists_share_recipient_rows():
+    first = parse(message("dee@partner.example", 1), "1")
+    second = parse(message("Eve <eve@other.example>", 2), "2")
+    batch = Preparer(CONTEXT).prepare(Batch("inbox", FolderRole.INBOX, [first, second]))
+    (row1, sender1, pairs1, needed1), (row2, sender2, pairs2, needed2) = batch.entries
+    recipients = (("ann@partner.example", "to"), ("bo@partner.example", "to"), ("cy@partner.example", "cc"), ("cy@partner.example", "bcc"))
+    assert pairs1 == (recipients, (("dee@partner.example", "from"),))
+    assert pairs2 == (recipients, (("eve@other.example", "from"),))
+    assert pairs1[0] is pairs2[0] and needed1[0] is needed2[0]
+    assert needed1[0][0] == ("ann@partner.example", "Ann Lee", None)
+    assert needed2[1] == (("eve@other.example", "Eve", None),)
+    count = MESSAGE_COLUMNS.index("recipient_count")
+    assert row1[count] == row2[count] == 4
+    digest = MESSAGE_COLUMNS.index("fingerprint")
+    assert row1[digest] == fingerprint(first, sender1, [a for a, _ in recipients])
+    assert row2[digest] == fingerprint(second, sender2, [a for a, _ in recipients])
+    assert row1[digest] != row2[digest]
+    # The pipe to the writer carries the shared group once, and it stays shared.
+    received = pickle.loads(pickle.dumps(batch))
+    assert received.entries[0][2][0] is received.entries[1][2][0]
+
+
+def test_lists_from_other_sources_are_read_each_time():
+    preparer = Preparer(CONTEXT)
+    base = dict(source_ref="x", folder="inbox", folder_role=FolderRole.INBOX, sent_at=NOW, sender=Participant("dee@partner.example"))
+    to = [Participant("ann@partner.example", "Ann")]
+    first = preparer.prepare_item(MailItem(**base, to=to))
+    to.append(Participant("bo@partner.example"))
+    second = preparer.prepare_item(MailItem(**base, to=to))
+    assert first is not None and second is not None
+    assert first[2][0] == (("ann@partner.example", "to"),)
+    assert second[2][0] == (("ann@partner.example", "to"), ("bo@partner.example", "to"))
+
+
+def test_message_without_any_address_builds_no_row():
+    item = MailItem(source_ref="x", folder="inbox", folder_role=FolderRole.INBOX, sent_at=NOW, sender=Participant(None, "Ann"))
+    assert Preparer(CONTEXT).prepare_item(item) is None
