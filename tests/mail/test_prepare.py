@@ -28,7 +28,7 @@ def parse(raw: bytes, ref: str) -> MailItem:
     return parse_message(raw, source_ref=ref, folder="inbox", folder_role=FolderRole.INBOX, now=NOW)
 
 
-def test_messages_with_the_same_lists_share_recipient_rows():
+def test_same_lists_share_recipient_rows():
     first = parse(message("dee@partner.example", 1), "1")
     second = parse(message("Eve <eve@other.example>", 2), "2")
     batch = Preparer(CONTEXT).prepare(Batch("inbox", FolderRole.INBOX, [first, second]))
@@ -36,7 +36,8 @@ def test_messages_with_the_same_lists_share_recipient_rows():
     recipients = (("ann@partner.example", "to"), ("bo@partner.example", "to"), ("cy@partner.example", "cc"), ("cy@partner.example", "bcc"))
     assert pairs1 == (recipients, (("dee@partner.example", "from"),))
     assert pairs2 == (recipients, (("eve@other.example", "from"),))
-    assert pairs1[0] is pairs2[0] and needed1[0] is needed2[0]
+    assert pairs1[0] is pairs2[0]
+    assert needed1[0] is needed2[0]
     assert needed1[0][0] == ("ann@partner.example", "Ann Lee", None)
     assert needed2[1] == (("eve@other.example", "Eve", None),)
     count = MESSAGE_COLUMNS.index("recipient_count")
@@ -50,7 +51,7 @@ def test_messages_with_the_same_lists_share_recipient_rows():
     assert received.entries[0][2][0] is received.entries[1][2][0]
 
 
-def test_lists_from_other_sources_are_read_each_time():
+def test_mutable_lists_are_not_cached():
     preparer = Preparer(CONTEXT)
     base = dict(source_ref="x", folder="inbox", folder_role=FolderRole.INBOX, sent_at=NOW, sender=Participant("dee@partner.example"))
     to = [Participant("ann@partner.example", "Ann")]
@@ -62,6 +63,6 @@ def test_lists_from_other_sources_are_read_each_time():
     assert second[2][0] == (("ann@partner.example", "to"), ("bo@partner.example", "to"))
 
 
-def test_message_without_any_address_builds_no_row():
+def test_message_without_address_has_no_row():
     item = MailItem(source_ref="x", folder="inbox", folder_role=FolderRole.INBOX, sent_at=NOW, sender=Participant(None, "Ann"))
     assert Preparer(CONTEXT).prepare_item(item) is None
