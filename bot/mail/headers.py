@@ -667,10 +667,12 @@ _COMMON_DATE = re.compile(
 _OFFSET_DELTAS: dict[int, timedelta] = {}
 
 
+@lru_cache(maxsize=4096)
 def _parse_common_date(value: str) -> datetime | None:
     """Parse the common RFC 5322 date form into UTC quickly.
 
-    Returns None for any other form, which then goes to the email package.
+    Returns None for any other form, which then goes to the email package. Copies of a
+    message repeat its Date value, so results are cached.
     """
     match = _COMMON_DATE.match(value)
     if match is None:
@@ -927,6 +929,22 @@ def bulk_reason(
     return None
 
 
+def recipient_count(*lists: Sequence[Participant]) -> int:
+    """Return the number of distinct recipients in address lists.
+
+    An address in several lists counts once. An entry without an address counts once each.
+    """
+    addresses: set[str] = set()
+    unnamed = 0
+    for people in lists:
+        for participant in people:
+            if participant.address:
+                addresses.add(participant.address)
+            else:
+                unnamed += 1
+    return len(addresses) + unnamed
+
+
 # The earlier private names, which bot.mail.sync imports.
 _list_id = parse_list_id
 _is_auto_reply = is_auto_reply
@@ -1000,6 +1018,7 @@ def clear_caches() -> None:
         _large_address_field_cached,
         clean_archive_name,
         _archive_fragment_address,
+        _parse_common_date,
     ):
         cached.cache_clear()
     _FIELD_KEYS.clear()
@@ -1056,9 +1075,10 @@ def parse_message(
     author = _list_author(sender, reply_to, cc, to) if is_list_post else None
 
     is_reply = in_reply_to is not None or bool(references)
-    reason = bulk_reason(
-        fields, sender, len(to) + len(cc) + len(bcc), bulk_recipient_threshold
-    )
+    count = len(to) + len(cc) + len(bcc)
+    if count > bulk_recipient_threshold:
+        count = recipient_count(to, cc, bcc)
+    reason = bulk_reason(fields, sender, count, bulk_recipient_threshold)
 
     return MailItem(
         source_ref=source_ref,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -34,13 +34,10 @@ from bot.relationships.identity import owner_domain_policy
 from bot.storage.db import retry_write
 from bot.storage.models import (
     LOCAL_TEAM,
-    Address,
     FolderState,
     Mailbox,
     Message,
-    MessageParticipant,
     OwnerAddress,
-    Person,
     SyncRun,
 )
 from bot.timeutil import utcnow
@@ -153,7 +150,7 @@ def _fingerprint(item: MailItem, sender: str | None, recipient_key: str) -> str:
     sent = item.sent_at
     parts = [
         # The same text as strftime("%Y-%m-%dT%H:%M"), which is slower.
-        f"{sent.year:04d}-{sent.month:02d}-{sent.day:02d}T{sent.hour:02d}:{sent.minute:02d}" if sent else "",
+        sent.isoformat(timespec="minutes")[:16] if sent else "",
         sender or (item.sender.name if item.sender and item.sender.name else ""),
         recipient_key,
         (item.subject or "").strip(),
@@ -188,16 +185,16 @@ class AddressBook:
     never reuses ids that were rolled back.
     """
 
-    def __init__(self, session: Session, team_id: str, policy: DomainPolicy):
+    def __init__(self, connection, team_id: str, policy: DomainPolicy):  # type: ignore[no-untyped-def]
         self.team_id = team_id
         self.policy = policy
         self.ids: dict[str, int] = {}
         self.named: set[str] = set()
         self.lists: set[str] = set()
         self._pending: tuple[dict[str, int], set[str], set[str]] = ({}, set(), set())
-        rows = session.execute(
-            select(Address.address, Address.id, Address.display_name, Address.kind).where(Address.team_id == team_id)
-        ).all()
+        rows = _driver_rows(
+            connection, "SELECT address, id, display_name, kind FROM address WHERE team_id = {}", (team_id,)
+        )
         for address, address_id, name, kind in rows:
             self.ids[address] = address_id
             if name:
@@ -213,8 +210,8 @@ class AddressBook:
         """
         result: dict[str, int] = {}
         new: list[tuple[str, str | None, str]] = []
-        named: list[dict] = []
-        listed: list[dict] = []
+        named: list[tuple[str | None, int]] = []  # (display name, address id)
+        listed: list[tuple[str | None, int]] = []
         for address, (name, kind) in wanted.items():
             known = self.ids.get(address)
             if known is None:
@@ -226,9 +223,9 @@ class AddressBook:
                 continue
             result[address] = known
             if kind == "list" and address not in self.lists:
-                listed.append({"b_id": known, "b_name": name})
+                listed.append((name, known))
             elif name and address not in self.named:
-                named.append({"b_id": known, "b_name": name})
+                named.append((name, known))
         pending_ids: dict[str, int] = {}
         if new:
             now: datetime | str = utcnow()
@@ -255,27 +252,16 @@ class AddressBook:
             for (address, _, _), address_id in zip(new, address_ids):
                 pending_ids[address] = address_id
                 result[address] = address_id
-        if named or listed:
-            address_table = Address.__table__
-            person_table = Person.__table__
-            if named:
-                connection.execute(
-                    address_table.update().where(address_table.c.id == bindparam("b_id")).values(display_name=bindparam("b_name")),
-                    named,
-                )
-            if listed:
-                connection.execute(
-                    address_table.update().where(address_table.c.id == bindparam("b_id")).values(kind="list"), listed
-                )
-                connection.execute(
-                    person_table.update()
-                    .where(
-                        person_table.c.id
-                        == select(address_table.c.person_id).where(address_table.c.id == bindparam("b_id")).scalar_subquery()
-                    )
-                    .values(kind="list", display_name=bindparam("b_name")),
-                    listed,
-                )
+        if named:
+            _driver_many(connection, "UPDATE address SET display_name = {} WHERE id = {}", named)
+        if listed:
+            _driver_many(connection, "UPDATE address SET kind = 'list' WHERE id = {}", [(i,) for _, i in listed])
+            _driver_many(
+                connection,
+                "UPDATE person SET kind = 'list', display_name = {} "
+                "WHERE id = (SELECT person_id FROM address WHERE id = {})",
+                listed,
+            )
         self._pending = (
             pending_ids,
             {a for a, (n, _) in wanted.items() if n},
@@ -335,12 +321,13 @@ _FINGERPRINT = MESSAGE_COLUMNS.index("fingerprint")
 _Pairs = tuple[tuple[str, str], ...]
 _Triples = tuple[tuple[str, "str | None", "str | None"], ...]
 Prepared = tuple[tuple, "str | None", tuple[_Pairs, _Pairs], tuple[_Triples, _Triples]]
-# The recipient part of a prepared message: participants, needed, the number of unique
-# (address, role) recipients and the sorted unique addresses joined for the fingerprint.
+# The recipient part of a prepared message: participants, needed, the number of distinct
+# recipient addresses and those addresses sorted and joined for the fingerprint.
 _RecipientWork = tuple[_Pairs, _Triples, int, str]
 # Recipient work kept per Preparer; the cache holds the lists themselves, so the ids in
 # its keys stay theirs.
 _RECIPIENT_CACHE_LIMIT = 20_000
+_SUBJECT_CACHE_LIMIT = 20_000
 
 
 @dataclass(frozen=True)
@@ -385,10 +372,8 @@ def sqlite_time(value: datetime) -> str:
     """Return an aware datetime in SQLAlchemy's storage format for SQLite."""
     if value.tzinfo is not timezone.utc:
         value = value.astimezone(timezone.utc)
-    return (
-        f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
-        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
-    )
+    # 'YYYY-MM-DD HH:MM:SS.ffffff' and the offset, which is cut off.
+    return value.isoformat(" ", "microseconds")[:26]
 
 
 class Preparer:
@@ -398,6 +383,7 @@ class Preparer:
         self.context = context
         self._normalized: dict[str, str | None] = {}
         self._recipient_cache: dict[tuple[int, int, int], tuple[object, object, object, _RecipientWork]] = {}
+        self._subject_keys: dict[str | None, str | None] = {}
 
     def normalize(self, participant: Participant | None) -> str | None:
         if participant is None or not participant.address:
@@ -459,7 +445,7 @@ class Preparer:
             context.mailbox_id,
             _clean_id(item.message_id),
             _clean_id(parent),
-            subject_key(item.subject),
+            self._subject_key(item.subject),
             item.conversation_id,
             _fingerprint(item, sender, recipient_key),
             item.source_ref[:1000],
@@ -477,6 +463,17 @@ class Preparer:
         )
         return row, sender, (recipient_participants, tuple(participants)), (recipient_needed, tuple(needed))
 
+    def _subject_key(self, subject: str | None) -> str | None:
+        """subject_key(), kept for subjects seen before: replies and copies repeat them."""
+        keys = self._subject_keys
+        try:
+            return keys[subject]
+        except KeyError:
+            if len(keys) >= _SUBJECT_CACHE_LIMIT:
+                keys.clear()
+            key = keys[subject] = subject_key(subject)
+            return key
+
     def _recipients(self, item: MailItem) -> _RecipientWork:
         """Return the recipient part of a message, reused for lists seen before."""
         to, cc, bcc = item.to, item.cc, item.bcc
@@ -489,8 +486,7 @@ class Preparer:
         normalize = self.normalize
         normalized = self._normalized
         participants: list[tuple[str, str]] = []
-        addresses: list[str] = []
-        seen: set[tuple[str, str]] = set()
+        seen: set[str] = set()
         needed: list[tuple[str, str | None, str | None]] = []
         for role, people in (("to", to), ("cc", cc), ("bcc", bcc)):
             for participant in people:
@@ -502,14 +498,17 @@ class Preparer:
                     address = normalize(participant)
                     if address is None:
                         continue
-                pair = (address, role)
-                if pair in seen:
+                if address in seen:
+                    # A recipient receives a message once, in its first role: exports such
+                    # as Enron's repeat the whole Cc list as Bcc. A name it carries here
+                    # still counts.
+                    if participant.name:
+                        needed.append((address, participant.name, None))
                     continue
-                seen.add(pair)
-                addresses.append(address)
-                participants.append(pair)
+                seen.add(address)
+                participants.append((address, role))
                 needed.append((address, participant.name, None))
-        work = (tuple(participants), tuple(needed), len(addresses), ",".join(sorted(set(addresses))))
+        work = (tuple(participants), tuple(needed), len(seen), ",".join(sorted(seen)))
         if shared:
             if len(self._recipient_cache) >= _RECIPIENT_CACHE_LIMIT:
                 self._recipient_cache.clear()
@@ -526,22 +525,25 @@ class Importer:
         self.settings = settings
         self.context = PrepareContext.of(engine, mailbox, settings)
         self.preparer = Preparer(self.context)
-        with Session(engine) as session:
-            owner_addresses = session.execute(
-                select(OwnerAddress.address).where(OwnerAddress.mailbox_id == mailbox.id)
-            ).scalars().all()
+        with engine.connect() as connection:
+            owner_addresses = [
+                row[0]
+                for row in _driver_rows(connection, "SELECT address FROM owneraddress WHERE mailbox_id = {}", (mailbox.id,))
+            ]
             self.policy = owner_domain_policy(settings, owner_addresses)
-            self.book = AddressBook(session, mailbox.team_id, self.policy)
-            self.fingerprints: set[str] = set(
-                session.execute(select(Message.fingerprint).where(Message.mailbox_id == mailbox.id)).scalars()
-            )
-            self.message_ids: set[str] = set(
-                session.execute(
-                    select(Message.internet_message_id).where(
-                        Message.mailbox_id == mailbox.id, Message.internet_message_id.is_not(None)
-                    )
-                ).scalars()
-            )
+            self.book = AddressBook(connection, mailbox.team_id, self.policy)
+            self.fingerprints: set[str] = {
+                row[0]
+                for row in _driver_rows(connection, "SELECT fingerprint FROM message WHERE mailbox_id = {}", (mailbox.id,))
+            }
+            self.message_ids: set[str] = {
+                row[0]
+                for row in _driver_rows(
+                    connection,
+                    "SELECT internet_message_id FROM message WHERE mailbox_id = {} AND internet_message_id IS NOT NULL",
+                    (mailbox.id,),
+                )
+            }
 
     def store_batch(self, batch: Batch, summary: ImportSummary) -> None:
         """Store a batch and its folder cursor in one transaction."""
@@ -589,8 +591,7 @@ class Importer:
             prepared.append(entry)
         counts["stored"] = len(prepared)
 
-        with Session(self.engine) as session:
-            connection = session.connection()
+        with self.engine.begin() as connection:
             ids = self.book.resolve(connection, wanted) if wanted else {}
             if prepared:
                 rows = [(*row, ids[sender] if sender else None) for row, sender, _, _ in prepared]
@@ -606,17 +607,15 @@ class Importer:
                     # The largest insert of a batch goes straight to the driver's executemany,
                     # which skips SQLAlchemy's per-row parameter processing.
                     connection.exec_driver_sql(_participant_insert_sql(connection), participant_rows)
-            copies = [{"b_fp": fp} for fp in duplicate_fingerprints if fp in known_fingerprints or fp in added_fingerprints]
+            mailbox_id = self.mailbox.id
+            copies = [
+                (mailbox_id, fp) for fp in duplicate_fingerprints if fp in known_fingerprints or fp in added_fingerprints
+            ]
             if copies:
-                message_table = Message.__table__
-                connection.execute(
-                    message_table.update()
-                    .where(message_table.c.mailbox_id == self.mailbox.id, message_table.c.fingerprint == bindparam("b_fp"))
-                    .values(copies=message_table.c.copies + 1),
-                    copies,
+                _driver_many(
+                    connection, "UPDATE message SET copies = copies + 1 WHERE mailbox_id = {} AND fingerprint = {}", copies
                 )
-            self._save_cursor(session, batch, counts["stored"])
-            session.commit()
+            self._save_cursor(connection, batch, counts["stored"])
         # Only after the commit do the caches and the summary learn about the batch, so a
         # retried transaction starts from the same state.
         self.book.commit()
@@ -629,27 +628,45 @@ class Importer:
             if key.startswith("skip:"):
                 summary.skipped[key[5:]] += value
 
-    def _save_cursor(self, session: Session, batch: PreparedBatch, stored: int) -> None:
-        table = FolderState.__table__
-        connection = session.connection()
-        now = utcnow()
-        updated = connection.execute(
-            table.update()
-            .where(table.c.mailbox_id == self.mailbox.id, table.c.folder_key == batch.folder_key)
-            .values(cursor=batch.cursor, items_stored=table.c.items_stored + stored, updated_at=now)
+    def _save_cursor(self, connection, batch: PreparedBatch, stored: int) -> None:  # type: ignore[no-untyped-def]
+        now: datetime | str = utcnow()
+        if connection.dialect.name == "sqlite":
+            now = sqlite_time(now)  # type: ignore[arg-type]
+        mailbox = self.mailbox
+        updated = _driver_execute(
+            connection,
+            "UPDATE folderstate SET cursor = {}, items_stored = items_stored + {}, updated_at = {} "
+            "WHERE mailbox_id = {} AND folder_key = {}",
+            (batch.cursor, stored, now, mailbox.id, batch.folder_key),
         ).rowcount
         if not updated:
-            connection.execute(
-                table.insert().values(
-                    team_id=self.mailbox.team_id,
-                    mailbox_id=self.mailbox.id,
-                    folder_key=batch.folder_key,
-                    folder_role=batch.folder_role,
-                    cursor=batch.cursor,
-                    items_stored=stored,
-                    updated_at=now,
-                )
+            _driver_execute(
+                connection,
+                "INSERT INTO folderstate (team_id, mailbox_id, folder_key, folder_role, cursor, items_stored, updated_at) "
+                "VALUES ({}, {}, {}, {}, {}, {}, {})",
+                (mailbox.team_id, mailbox.id, batch.folder_key, batch.folder_role, batch.cursor, stored, now),
             )
+
+
+def _marked(connection, sql: str) -> str:  # type: ignore[no-untyped-def]
+    """Put the driver's parameter marker in each {} of a statement."""
+    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    return sql.format(*[marker] * sql.count("{}"))
+
+
+def _driver_execute(connection, sql: str, params: tuple):  # type: ignore[no-untyped-def]
+    """Run one statement on the driver, without SQLAlchemy's parameter processing."""
+    return connection.exec_driver_sql(_marked(connection, sql), params)
+
+
+def _driver_many(connection, sql: str, rows: list[tuple]) -> None:  # type: ignore[no-untyped-def]
+    """Run one statement for each row through the driver's executemany."""
+    connection.exec_driver_sql(_marked(connection, sql), rows)
+
+
+def _driver_rows(connection, sql: str, params: tuple) -> list[tuple]:  # type: ignore[no-untyped-def]
+    """Return all rows of a query run on the driver."""
+    return _driver_execute(connection, sql, params).fetchall()
 
 
 def _allocate_ids(connection, table: str, count: int) -> list[int]:  # type: ignore[no-untyped-def]

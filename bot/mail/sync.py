@@ -24,6 +24,7 @@ from bot.mail.headers import (
     bulk_reason,
     is_auto_reply,
     parse_list_id,
+    recipient_count,
 )
 from bot.mail.ingest import Importer, import_source
 from bot.mail.types import MailItem, Participant
@@ -85,7 +86,7 @@ def classify(
     fields = {name.lower(): values for name, values in (header_fields or {}).items()}
     is_reply = mail.in_reply_to is not None or bool(mail.references)
     mail.list_id = mail.list_id or parse_list_id((fields.get("list-id") or [None])[0])
-    reason = bulk_reason(fields, mail.sender, len(mail.recipients), recipient_threshold)
+    reason = bulk_reason(fields, mail.sender, recipient_count(mail.to, mail.cc, mail.bcc), recipient_threshold)
     if reason is not None:
         mail.is_bulk = True
         mail.bulk_reason = mail.bulk_reason or reason

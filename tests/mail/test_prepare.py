@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 from datetime import datetime, timezone
 
-from bot.mail.headers import parse_message
+from bot.mail.headers import parse_message, recipient_count
 from bot.mail.ingest import MESSAGE_COLUMNS, PrepareContext, Preparer, fingerprint
 from bot.mail.types import Batch, FolderRole, MailItem, Participant
 
@@ -33,7 +33,7 @@ def test_same_lists_share_recipient_rows():
     second = parse(message("Eve <eve@other.example>", 2), "2")
     batch = Preparer(CONTEXT).prepare(Batch("inbox", FolderRole.INBOX, [first, second]))
     (row1, sender1, pairs1, needed1), (row2, sender2, pairs2, needed2) = batch.entries
-    recipients = (("ann@partner.example", "to"), ("bo@partner.example", "to"), ("cy@partner.example", "cc"), ("cy@partner.example", "bcc"))
+    recipients = (("ann@partner.example", "to"), ("bo@partner.example", "to"), ("cy@partner.example", "cc"))
     assert pairs1 == (recipients, (("dee@partner.example", "from"),))
     assert pairs2 == (recipients, (("eve@other.example", "from"),))
     assert pairs1[0] is pairs2[0]
@@ -41,7 +41,8 @@ def test_same_lists_share_recipient_rows():
     assert needed1[0][0] == ("ann@partner.example", "Ann Lee", None)
     assert needed2[1] == (("eve@other.example", "Eve", None),)
     count = MESSAGE_COLUMNS.index("recipient_count")
-    assert row1[count] == row2[count] == 4
+    assert row1[count] == 3
+    assert row2[count] == 3
     digest = MESSAGE_COLUMNS.index("fingerprint")
     assert row1[digest] == fingerprint(first, sender1, [a for a, _ in recipients])
     assert row2[digest] == fingerprint(second, sender2, [a for a, _ in recipients])
@@ -66,3 +67,35 @@ def test_mutable_lists_are_not_cached():
 def test_message_without_address_has_no_row():
     item = MailItem(source_ref="x", folder="inbox", folder_role=FolderRole.INBOX, sent_at=NOW, sender=Participant(None, "Ann"))
     assert Preparer(CONTEXT).prepare_item(item) is None
+
+
+def test_recipient_in_two_lists_counts_once():
+    cc = ", ".join(f"p{number}@partner.example" for number in range(15))
+    raw = (
+        f"From: dee@partner.example\nTo: ann@partner.example\nCc: {cc}\nBcc: {cc}, Ann Lee <ann@partner.example>\n"
+        "Date: Mon, 1 Jun 2026 10:00:00 +0000\nSubject: plan\n\nbody\n"
+    ).encode()
+    item = parse(raw, "1")
+    assert not item.is_bulk
+    entry = Preparer(CONTEXT).prepare_item(item)
+    assert entry is not None
+    row, _, pairs, needed = entry
+    assert [role for _, role in pairs[0]] == ["to"] + ["cc"] * 15
+    assert row[MESSAGE_COLUMNS.index("recipient_count")] == 16
+    assert not row[MESSAGE_COLUMNS.index("is_bulk")]
+    # The name given only in Bcc still reaches the address book.
+    assert ("ann@partner.example", "Ann Lee", None) in needed[0]
+
+
+def test_distinct_recipients_over_threshold_are_bulk():
+    to = ", ".join(f"p{number}@partner.example" for number in range(21))
+    raw = f"From: dee@partner.example\nTo: {to}\nDate: Mon, 1 Jun 2026 10:00:00 +0000\n\nbody\n".encode()
+    item = parse(raw, "1")
+    assert item.is_bulk
+    assert item.bulk_reason == "recipients-over-20"
+
+
+def test_recipient_count_of_server_lists():
+    to = [Participant("ann@partner.example"), Participant(None, "Team DN"), Participant(None, "Team DN")]
+    cc = [Participant("ann@partner.example", "Ann"), Participant("bo@partner.example")]
+    assert recipient_count(to, cc, []) == 4
