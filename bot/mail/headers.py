@@ -443,8 +443,8 @@ def _fragment_participant(
 # Address lists repeat within a mailbox (the same team, the same thread), so they are
 # parsed once. Lists of thousands of recipients are rare but take about a millisecond
 # each (Enron corpus), and copies of one message in several folders repeat them, so a
-# few of them are cached too. The limits bound the cached header text to about
-# 8192 * 4 KB + 64 * 256 KB.
+# few of them are cached too. Lists are cached with their archive names and without, so
+# the limits bound the cached header text to about 2 * (8192 * 4 KB + 64 * 256 KB).
 _CACHED_LIST_LENGTH = 4096
 _CACHED_LARGE_LIST_LENGTH = 256 * 1024
 
@@ -491,10 +491,25 @@ def _participants(
 
 
 def _address_field(value: str, archive_value: str | None) -> _ParsedList:
-    participants, defects = _parse_address_list(value)
-    if archive_value and participants:
+    if not archive_value:
+        return _parsed_list(value)
+    participants, defects = _parsed_list(value)
+    if participants:
         participants = _names_from_archive_list(archive_value, participants)
     return participants, defects
+
+
+def _parsed_list(value: str) -> _ParsedList:
+    """Return _parse_address_list(value), cached apart from the archive names.
+
+    Exports such as Enron's repeat the Cc list as Bcc with an empty X-bcc, which is
+    another key in the caches of whole fields.
+    """
+    if len(value) <= _CACHED_LIST_LENGTH:
+        return _parse_address_list_cached(value)
+    if len(value) <= _CACHED_LARGE_LIST_LENGTH:
+        return _parse_large_address_list_cached(value)
+    return _parse_address_list(value)
 
 
 # Keyed on the raw field values: hashing two strings is much cheaper than hashing the
@@ -516,6 +531,10 @@ def _parse_address_list(value: str) -> _ParsedList:
         if participant is not None:
             participants.append(participant)
     return tuple(participants), tuple(defects)
+
+
+_parse_address_list_cached = lru_cache(maxsize=8192)(_parse_address_list)
+_parse_large_address_list_cached = lru_cache(maxsize=64)(_parse_address_list)
 
 
 @lru_cache(maxsize=65536)
@@ -1016,6 +1035,8 @@ def clear_caches() -> None:
         _plain_participant,
         _address_field_cached,
         _large_address_field_cached,
+        _parse_address_list_cached,
+        _parse_large_address_list_cached,
         clean_archive_name,
         _archive_fragment_address,
         _parse_common_date,

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # Imports of fewer messages run in one process: forking and the pipes cost a few
 # milliseconds, which only a large import repays.
-MIN_MESSAGES = 2000
+MIN_MESSAGES = 500
 # An mbox is counted as one message per this many bytes, a typical size of mail
 # without large attachments.
 MBOX_BYTES_PER_MESSAGE = 4096

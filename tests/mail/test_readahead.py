@@ -198,8 +198,10 @@ def test_auto_readers_need_large_single_thread_import(monkeypatch, corpus):
     chunks = [chunk for folder in source.folders() for chunk in source.plan(folder, None)]
     monkeypatch.setattr(readahead.threading, "active_count", lambda: 1)
     monkeypatch.setattr(readahead.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3}, raising=False)
-    assert readahead.auto_readers(chunks) == 0  # a few hundred messages
-    monkeypatch.setattr(readahead, "MIN_MESSAGES", 10)
+    count = readahead._message_estimate(chunks)
+    monkeypatch.setattr(readahead, "MIN_MESSAGES", count + 1)
+    assert readahead.auto_readers(chunks) == 0
+    monkeypatch.setattr(readahead, "MIN_MESSAGES", count)
     assert readahead.auto_readers(chunks) == readahead.MAX_READERS
     monkeypatch.setattr(readahead.threading, "active_count", lambda: 2)
     assert readahead.auto_readers(chunks) == 0  # forking a threaded process is unsafe
