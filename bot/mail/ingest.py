@@ -228,9 +228,7 @@ class AddressBook:
                 named.append((name, known))
         pending_ids: dict[str, int] = {}
         if new:
-            now: datetime | str = utcnow()
-            if connection.dialect.name == "sqlite":
-                now = sqlite_time(now)  # type: ignore[arg-type]
+            now = _driver_now(connection)
             team_id = self.team_id
             person_ids = _insert_rows(
                 connection,
@@ -315,7 +313,7 @@ _FINGERPRINT = MESSAGE_COLUMNS.index("fingerprint")
 # A prepared message: (row, sender, participants, needed), where row follows
 # MESSAGE_COLUMNS, participants are groups of (address, role) pairs and needed are groups
 # of the (address, display name, kind or None) triples the message wants ids for. The
-# first group of each holds the recipients, and messages with the same recipient lists
+# first group of each contains the recipients, and messages with the same recipient lists
 # share that group: the pipe from a reader sends it once per batch, and the writer merges
 # its names once.
 _Pairs = tuple[tuple[str, str], ...]
@@ -324,8 +322,8 @@ Prepared = tuple[tuple, "str | None", tuple[_Pairs, _Pairs], tuple[_Triples, _Tr
 # The recipient part of a prepared message: participants, needed, the number of distinct
 # recipient addresses and those addresses sorted and joined for the fingerprint.
 _RecipientWork = tuple[_Pairs, _Triples, int, str]
-# Recipient work kept per Preparer; the cache holds the lists themselves, so the ids in
-# its keys stay theirs.
+# Recipient work kept per Preparer. The cache keeps a reference to the lists, so the ids
+# in its keys cannot be reused by other objects.
 _RECIPIENT_CACHE_LIMIT = 20_000
 _SUBJECT_CACHE_LIMIT = 20_000
 
@@ -483,6 +481,7 @@ class Preparer:
             hit = self._recipient_cache.get(key)
             if hit is not None and hit[0] is to and hit[1] is cc and hit[2] is bcc:
                 return hit[3]
+
         normalize = self.normalize
         normalized = self._normalized
         participants: list[tuple[str, str]] = []
@@ -629,9 +628,7 @@ class Importer:
                 summary.skipped[key[5:]] += value
 
     def _save_cursor(self, connection, batch: PreparedBatch, stored: int) -> None:  # type: ignore[no-untyped-def]
-        now: datetime | str = utcnow()
-        if connection.dialect.name == "sqlite":
-            now = sqlite_time(now)  # type: ignore[arg-type]
+        now = _driver_now(connection)
         mailbox = self.mailbox
         updated = _driver_execute(
             connection,
@@ -646,6 +643,12 @@ class Importer:
                 "VALUES ({}, {}, {}, {}, {}, {}, {})",
                 (mailbox.team_id, mailbox.id, batch.folder_key, batch.folder_role, batch.cursor, stored, now),
             )
+
+
+def _driver_now(connection) -> datetime | str:  # type: ignore[no-untyped-def]
+    """Return the current time in the driver's form: sqlite_time() text on SQLite."""
+    now = utcnow()
+    return sqlite_time(now) if connection.dialect.name == "sqlite" else now
 
 
 def _marked(connection, sql: str) -> str:  # type: ignore[no-untyped-def]
