@@ -1,8 +1,10 @@
 """Import throughput and peak memory on the Enron corpus, against a bare header-parsing loop.
 
-Run with ``make bench`` or ``.venv/bin/python bench/import_bench.py [--tarball PATH]``.
-Each measurement runs in a fresh child process so that its peak resident memory
-(``ru_maxrss``) is its own. Prints a Markdown table.
+Run with ``make bench`` or ``.venv/bin/python bench/import_bench.py [--tarball PATH]
+[--rounds N]``. Each measurement runs in a fresh child process so that its peak resident
+memory (``ru_maxrss``) is its own. Each round times the bare loop and both imports one
+after the other, and the ratios are taken within a round, because a shared machine's speed
+drifts between rounds. Prints a Markdown table and the median ratios.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -103,6 +106,12 @@ def run_child(kind: str, maildir: Path, db_path: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tarball", type=Path, default=DEFAULT_TARBALL)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of bare loop, one-process import and default import; the ratios are per round (default 3)",
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -111,34 +120,50 @@ def main() -> int:
     if not args.tarball.is_file():
         print(f"bench: the Enron tarball {args.tarball} was not found; pass --tarball PATH", file=sys.stderr)
         return 2
+    if args.rounds < 1:
+        print(f"bench: invalid --rounds {args.rounds}; pass 1 or more", file=sys.stderr)
+        return 2
+    rounds = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         with tarfile.open(args.tarball) as archive:
             archive.extractall(work, filter="data")
         maildir = work / "maildir"
-        # Warm the page cache so both runs read from memory.
+        # Warm the page cache so that every run reads from memory.
         bare_loop(maildir)
-        bare = run_child("bare", maildir, work / "unused.db")
-        single = run_child("one-process", maildir, work / "single.db")
-        full = run_child("import", maildir, work / "bench.db")
-        db_size = (work / "bench.db").stat().st_size / 1e6
-    bare_rate = bare["messages"] / bare["seconds"]
-    single_rate = single["messages"] / single["import_seconds"]
-    import_rate = full["messages"] / full["import_seconds"]
-    total_rate = full["messages"] / full["seconds"]
+        for number in range(args.rounds):
+            # The runs of a round follow each other closely, so a round's ratios compare
+            # runs made at about the same machine speed.
+            bare = run_child("bare", maildir, work / "unused.db")
+            single = run_child("one-process", maildir, work / f"single-{number}.db")
+            full = run_child("import", maildir, work / f"bench-{number}.db")
+            db_size = (work / f"bench-{number}.db").stat().st_size / 1e6
+            rounds.append((bare, single, full))
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     print()
-    print("| run | messages | seconds | messages/s | peak RSS MB |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    print(f"| bare header-parsing loop (email package) | {bare['messages']:,} | {bare['seconds']:.2f} | {bare_rate:,.0f} | {bare['peak_rss_mb']:.0f} |")
-    print(f"| import in one process (--readers 0) | {single['messages']:,} | {single['import_seconds']:.2f} | {single_rate:,.0f} | |")
-    print(f"| import (read, parse, store) | {full['messages']:,} | {full['import_seconds']:.2f} | {import_rate:,.0f} | |")
-    print(f"| import and relationship computation | {full['messages']:,} | {full['seconds']:.2f} | {total_rate:,.0f} | {full['peak_rss_mb']:.0f} |")
+    print("| round | run | messages | seconds | messages/s | ratio to the bare loop | peak RSS MB |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    ratios: dict[str, list[float]] = {"one process": [], "import": [], "with computation": []}
+    for number, (bare, single, full) in enumerate(rounds, start=1):
+        bare_rate = bare["messages"] / bare["seconds"]
+        rows = [
+            ("bare header-parsing loop (email package)", bare["messages"], bare["seconds"], None, bare["peak_rss_mb"]),
+            ("import in one process (--readers 0)", single["messages"], single["import_seconds"], "one process", None),
+            ("import (read, parse, store)", full["messages"], full["import_seconds"], "import", None),
+            ("import and relationship computation", full["messages"], full["seconds"], "with computation", full["peak_rss_mb"]),
+        ]
+        for label, messages, seconds, key, rss in rows:
+            rate = messages / seconds
+            ratio = 1.0 if key is None else rate / bare_rate
+            if key is not None:
+                ratios[key].append(ratio)
+            memory = f"{rss:.0f}" if rss is not None else ""
+            print(f"| {number} | {label} | {messages:,} | {seconds:.2f} | {rate:,.0f} | {ratio:.2f} | {memory} |")
     print()
-    print(
-        f"import / bare loop speed ratio: {import_rate / bare_rate:.2f} "
-        f"(one process: {single_rate / bare_rate:.2f}); with computation: {total_rate / bare_rate:.2f}"
-    )
+    for key, values in ratios.items():
+        listed = " / ".join(f"{value:.2f}" for value in values)
+        print(f"{key} / bare loop speed ratio: median {statistics.median(values):.2f} (rounds: {listed})")
+    full = rounds[-1][2]
     print(f"stored {full['stored']:,}, duplicates {full['duplicates']:,}, skipped {full['skipped']:,}; database {db_size:.1f} MB")
     return 0
 
