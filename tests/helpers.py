@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
 from bot.config import Settings
 from bot.errors import SourceError
+from bot.mail import ingest
 from bot.mail.ingest import ImportSummary, ensure_mailbox, import_source
 from bot.mail.source import FolderRef
 from bot.mail.types import Batch, FolderRole, MailItem, Participant
@@ -92,3 +94,22 @@ def load(engine, items: list[MailItem], *, owner: str = OWNER, now: datetime | N
     summary = import_source(engine, mailbox, ListSource(items), settings=settings)
     recompute(engine, mailbox.id, now or at(400), settings=settings)
     return mailbox.id, summary
+
+
+@contextmanager
+def crash_on_cursor_save(call: int, error: BaseException) -> Iterator[None]:
+    """Raise ``error`` from the importer's ``call``-th folder-cursor save, before its commit."""
+    original = ingest.Importer._save_cursor
+    calls = {"count": 0}
+
+    def failing(self, connection, batch, stored):  # type: ignore[no-untyped-def]
+        calls["count"] += 1
+        if calls["count"] == call:
+            raise error
+        return original(self, connection, batch, stored)
+
+    ingest.Importer._save_cursor = failing  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ingest.Importer._save_cursor = original  # type: ignore[method-assign]

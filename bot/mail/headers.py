@@ -471,7 +471,7 @@ def parse_addresses(
 def _participants(
     value: str | None, defects: list[str] | None, archive_value: str | None
 ) -> tuple[Participant, ...]:
-    """parse_addresses, returning the cached tuple itself.
+    """Return what parse_addresses returns, as the cached tuple itself.
 
     Messages with the same list share one tuple, which lets the importer reuse its work
     on the list.
@@ -954,14 +954,14 @@ def recipient_count(*lists: Sequence[Participant]) -> int:
     An address in several lists counts once. An entry without an address counts once each.
     """
     addresses: set[str] = set()
-    unnamed = 0
+    without_address = 0
     for people in lists:
         for participant in people:
             if participant.address:
                 addresses.add(participant.address)
             else:
-                unnamed += 1
-    return len(addresses) + unnamed
+                without_address += 1
+    return len(addresses) + without_address
 
 
 # The earlier private names, which bot.mail.sync imports.
@@ -1098,6 +1098,7 @@ def parse_message(
     is_reply = in_reply_to is not None or bool(references)
     count = len(to) + len(cc) + len(bcc)
     if count > bulk_recipient_threshold:
+        # Only a list over the threshold can be bulk, so only then are repeats removed.
         count = recipient_count(to, cc, bcc)
     reason = bulk_reason(fields, sender, count, bulk_recipient_threshold)
 

@@ -17,7 +17,7 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
@@ -140,13 +140,12 @@ def ensure_mailbox(
     return retry_write(_write)
 
 
-def fingerprint(item: MailItem, sender: str | None, recipients: Iterable[str]) -> str:
-    """Digest of what makes two copies the same message, whatever their Message-IDs."""
-    return _fingerprint(item, sender, ",".join(sorted(set(recipients))))
+def fingerprint(item: MailItem, sender: str | None, recipient_key: str) -> str:
+    """Return the digest of what makes two copies the same message, whatever their Message-IDs.
 
-
-def _fingerprint(item: MailItem, sender: str | None, recipient_key: str) -> str:
-    """fingerprint() with the recipients already joined as sorted unique addresses."""
+    ``recipient_key`` is the message's distinct recipient addresses, sorted and joined with
+    commas.
+    """
     sent = item.sent_at
     parts = [
         # The same text as strftime("%Y-%m-%dT%H:%M"), which is slower.
@@ -445,7 +444,7 @@ class Preparer:
             _clean_id(parent),
             self._subject_key(item.subject),
             item.conversation_id,
-            _fingerprint(item, sender, recipient_key),
+            fingerprint(item, sender, recipient_key),
             item.source_ref[:1000],
             item.folder_role.value,
             "other",
@@ -462,7 +461,7 @@ class Preparer:
         return row, sender, (recipient_participants, tuple(participants)), (recipient_needed, tuple(needed))
 
     def _subject_key(self, subject: str | None) -> str | None:
-        """subject_key(), kept for subjects seen before: replies and copies repeat them."""
+        """Return subject_key(subject), cached because replies and copies repeat subjects."""
         keys = self._subject_keys
         try:
             return keys[subject]
@@ -561,7 +560,7 @@ class Importer:
         duplicate_fingerprints: list[str] = []
         known_fingerprints = self.fingerprints
         known_ids = self.message_ids
-        merged: set[int] = set()  # ids of the shared groups merged already; all stay alive
+        merged: set[int] = set()  # ids of the groups merged already, which the batch keeps alive
         for entry in batch.entries:
             # Copies count too: a copy may name a person whom the stored message left
             # without a display name.
@@ -605,7 +604,11 @@ class Importer:
                 if participant_rows:
                     # The largest insert of a batch goes straight to the driver's executemany,
                     # which skips SQLAlchemy's per-row parameter processing.
-                    connection.exec_driver_sql(_participant_insert_sql(connection), participant_rows)
+                    _driver_many(
+                        connection,
+                        "INSERT INTO messageparticipant (team_id, message_id, address_id, role) VALUES ({}, {}, {}, {})",
+                        participant_rows,
+                    )
             mailbox_id = self.mailbox.id
             copies = [
                 (mailbox_id, fp) for fp in duplicate_fingerprints if fp in known_fingerprints or fp in added_fingerprints
@@ -695,21 +698,9 @@ def _insert_rows(connection, table: str, columns: tuple[str, ...], rows: list[tu
     the driver's form: on SQLite, datetimes as sqlite_time() text.
     """
     ids = _allocate_ids(connection, table, len(rows))
-    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-    sql = (
-        f"INSERT INTO {table} (id, {', '.join(columns)}) "
-        f"VALUES ({', '.join([marker] * (len(columns) + 1))})"
-    )
-    connection.exec_driver_sql(sql, [(row_id, *row) for row_id, row in zip(ids, rows)])
+    sql = f"INSERT INTO {table} (id, {', '.join(columns)}) VALUES ({', '.join(['{}'] * (len(columns) + 1))})"
+    _driver_many(connection, sql, [(row_id, *row) for row_id, row in zip(ids, rows)])
     return ids
-
-
-def _participant_insert_sql(connection) -> str:  # type: ignore[no-untyped-def]
-    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-    return (
-        "INSERT INTO messageparticipant (team_id, message_id, address_id, role) "
-        f"VALUES ({marker}, {marker}, {marker}, {marker})"
-    )
 
 
 def _list_name(participant: Participant | None, list_id: str | None) -> str | None:

@@ -11,7 +11,6 @@ from sqlmodel import Session
 
 from bot.config import Settings
 from bot.errors import SourceError
-from bot.mail import ingest
 from bot.mail.credentials import Secrets
 from bot.mail.ews import EwsSettings, EwsSource, clear_dn_cache
 from bot.mail.ingest import ensure_mailbox, import_source
@@ -30,6 +29,7 @@ from bot.storage.models import (
     SyncRun,
 )
 from tests.conftest import shared_path
+from tests.helpers import crash_on_cursor_save
 from tests.fakes.ews_server import FakeEwsServer, Fault
 from tests.fakes.mailstore import (
     INBOX,
@@ -543,24 +543,14 @@ def test_rejected_sync_state_reads_the_folder_again(engine, box, server):
     assert len(stored_messages(engine, mailbox.id)) == 4
 
 
-def test_crash_between_items_and_state_stores_nothing_twice(engine, box, server, monkeypatch):
+def test_crash_between_items_and_state_stores_nothing_twice(engine, box, server):
     inbound(box, 7)
     outbound(box, 3)
     mailbox = mailbox_row(engine, server, page_size=3)
-    original = ingest.Importer._save_cursor
-    calls = {"n": 0}
-
-    def crash_on_third(self, session, batch, stored):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("process killed before the sync state was saved")
-        return original(self, session, batch, stored)
-
-    monkeypatch.setattr(ingest.Importer, "_save_cursor", crash_on_third)
-    with pytest.raises(RuntimeError):
+    crash = RuntimeError("process killed before the sync state was saved")
+    with crash_on_cursor_save(3, crash), pytest.raises(RuntimeError):
         import_source(engine, mailbox, make_source(server, page_size=3), settings=settings())
     assert len(stored_messages(engine, mailbox.id)) == 6
-    monkeypatch.setattr(ingest.Importer, "_save_cursor", original)
     summary = import_source(engine, mailbox, make_source(server, page_size=3), settings=settings())
     messages = stored_messages(engine, mailbox.id)
     assert len(messages) == 10

@@ -11,7 +11,6 @@ from sqlmodel import Session
 
 from bot.config import Settings
 from bot.errors import ConfigError, SourceError, SyncStateExpired
-from bot.mail import ingest
 from bot.mail.credentials import Secrets
 from bot.mail.graph import MESSAGE_SELECT, GraphSettings, GraphSource, retry_after_seconds
 from bot.mail.ingest import ensure_mailbox, import_source
@@ -19,6 +18,7 @@ from bot.mail.sync import sync_mailbox
 from bot.relationships.compute import recompute
 from bot.storage.models import Address, CalendarAttendee, CalendarEvent, ContactCard, FolderState, Mailbox, Message, SyncRun
 from tests.conftest import shared_path
+from tests.helpers import crash_on_cursor_save
 from tests.fakes.graph_server import FakeGraphServer, GraphFault
 from tests.fakes.mailstore import (
     INBOX,
@@ -358,24 +358,14 @@ def test_retry_after_http_date():
     assert retry_after_seconds(None) is None
 
 
-def test_crash_between_items_and_cursor_stores_nothing_twice(engine, box, server, monkeypatch):
+def test_crash_between_items_and_cursor_stores_nothing_twice(engine, box, server):
     inbound(box, 7)
     outbound(box, 3)
     mailbox = mailbox_row(engine, server)
-    original = ingest.Importer._save_cursor
-    calls = {"n": 0}
-
-    def crash_on_third(self, session, batch, stored):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("process killed before the delta link was saved")
-        return original(self, session, batch, stored)
-
-    monkeypatch.setattr(ingest.Importer, "_save_cursor", crash_on_third)
-    with pytest.raises(RuntimeError):
+    crash = RuntimeError("process killed before the delta link was saved")
+    with crash_on_cursor_save(3, crash), pytest.raises(RuntimeError):
         import_source(engine, mailbox, make_source(server, page_size=3), settings=settings())
     assert len(stored_messages(engine, mailbox.id)) == 6
-    monkeypatch.setattr(ingest.Importer, "_save_cursor", original)
     summary = import_source(engine, mailbox, make_source(server, page_size=3), settings=settings())
     messages = stored_messages(engine, mailbox.id)
     assert len(messages) == 10

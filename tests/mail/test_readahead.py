@@ -20,6 +20,7 @@ from bot.demo import ENRON_OWNERS
 from bot.sample import generate
 from bot.storage.db import make_engine
 from bot.storage.schema import create_schema
+from tests.helpers import crash_on_cursor_save
 from tests.mail.test_files import enron_maildir  # noqa: F401 - fixture
 
 OWNER = "robin.hale@northwind.example"
@@ -141,24 +142,11 @@ def test_dead_reader_leaves_rest_to_importer(engine, corpus, tmp_path, monkeypat
     assert snapshot(engine) == snapshot(reference_engine)
 
 
-def test_interrupted_import_resumes_after_last_batch(engine, corpus, tmp_path, monkeypatch):
-    from bot.mail import ingest
-
+def test_interrupted_import_resumes_after_last_batch(engine, corpus, tmp_path):
     reference_engine = fresh_sqlite(tmp_path / "reference.db")
     expected = run_import(reference_engine, corpus, readers=0)
-    original = ingest.Importer._save_cursor
-    calls = {"count": 0}
-
-    def crash_on_fourth(self, session, batch, stored):  # type: ignore[no-untyped-def]
-        calls["count"] += 1
-        if calls["count"] == 4:
-            raise KeyboardInterrupt
-        return original(self, session, batch, stored)
-
-    monkeypatch.setattr(ingest.Importer, "_save_cursor", crash_on_fourth)
-    with pytest.raises(KeyboardInterrupt):
+    with crash_on_cursor_save(4, KeyboardInterrupt()), pytest.raises(KeyboardInterrupt):
         run_import(engine, corpus, readers=2)
-    monkeypatch.setattr(ingest.Importer, "_save_cursor", original)
     with engine.connect() as connection:
         committed = connection.execute(text("SELECT COUNT(*) FROM message")).scalar()
     assert 0 < committed <= 3 * 9  # the three batches written before the crash
