@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import sys
 import time
+from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -39,9 +43,24 @@ def open_engine(args: argparse.Namespace, *, create: bool = False) -> Engine:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("import", help="import a mail export (Maildir, mbox, .eml or a folder tree)")
-    p.add_argument("path", type=Path, help="a Maildir, an mbox file, an .eml file or a folder of messages")
-    p.add_argument("--owner", required=True, help="the mailbox owner's e-mail address")
+    p = subparsers.add_parser(
+        "import",
+        help="import a mail export (Maildir, mbox, .eml or a folder tree), or a folder of several mailboxes",
+    )
+    p.add_argument(
+        "path",
+        type=Path,
+        help="a Maildir, an mbox file, an .eml file or a folder of messages; with --owners, a folder of mailboxes",
+    )
+    owners = p.add_mutually_exclusive_group(required=True)
+    owners.add_argument("--owner", help="the mailbox owner's e-mail address")
+    owners.add_argument(
+        "--owners",
+        type=Path,
+        metavar="FILE",
+        help="import several mailboxes in one run: a CSV file of 'folder,owner address[,owner name]' "
+        "lines, one per mailbox, each folder relative to PATH",
+    )
     p.add_argument("--name", help="the owner's full name, used to recognise their other addresses")
     p.add_argument("--timezone", help="IANA time zone for dates without an offset (default UTC)")
     p.add_argument("--now", type=iso_datetime, help="reference time for strength, ISO 8601 (default: when the imported mail ends)")
@@ -129,35 +148,131 @@ class Progress:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from bot.mail.files import FilesSource
-    from bot.mail.ingest import ensure_mailbox, import_source
+    from bot.mail.ingest import ImportJob, ensure_mailbox, import_sources
 
     if not args.path.exists():
         raise InputError(f"{args.path} does not exist; give a Maildir, an mbox file, an .eml file or a folder")
+    if args.owners is not None:
+        if args.name:
+            raise InputError("--name names the owner of one mailbox; with --owners, put each owner's name in the file")
+        wanted = read_owners_file(args.owners, args.path)
+    else:
+        wanted = [MailboxEntry(args.path, args.owner, args.name)]
     settings = get_settings()
     engine = open_engine(args, create=True)
-    mailbox = ensure_mailbox(
-        engine, args.owner, source_kind="files", owner_name=args.name, timezone=args.timezone,
-        source_config={"path": str(args.path.resolve())},
-    )
-    source = FilesSource(args.path, mailbox_tz=mailbox.timezone)
+    jobs = []
+    for entry in wanted:
+        mailbox = ensure_mailbox(
+            engine, entry.owner, source_kind="files", owner_name=entry.name, timezone=args.timezone,
+            source_config={"path": str(entry.path.resolve())},
+        )
+        jobs.append(ImportJob(mailbox, FilesSource(entry.path, mailbox_tz=mailbox.timezone)))
     progress = Progress(not args.no_progress)
     started = time.monotonic()
     try:
-        summary = import_source(engine, mailbox, source, settings=settings, progress=progress, readers=args.readers)
+        summaries = import_sources(engine, jobs, settings=settings, progress=progress, readers=args.readers)
     finally:
         progress.close()
-    compute.recompute(engine, mailbox.id, args.now, settings=settings)
+    for job in jobs:
+        compute.recompute(engine, job.mailbox.id, args.now, settings=settings)
     elapsed = time.monotonic() - started
     with Session(engine) as session:
-        status = queries.mailbox_status(session, mailbox.id)
-    noun = "message" if summary.read == 1 else "messages"
-    print(f"read {summary.read:,} {noun} from {args.path} in {elapsed:.1f}s")
-    print(f"  stored      {summary.stored:,}")
-    print(f"  duplicates  {summary.duplicates:,}")
-    print(f"  skipped     {summary.skipped_total:,}" + _skipped_detail(summary.skipped))
-    print(f"  people      {status.people:,} ({status.two_way_relationships:,} two-way)")
-    print(f"  organisations {status.organisations:,}")
+        statuses = [queries.mailbox_status(session, job.mailbox.id) for job in jobs]
+    read = sum(summary.read for summary in summaries)
+    noun = "message" if read == 1 else "messages"
+    if args.owners is None:
+        summary, status = summaries[0], statuses[0]
+        print(f"read {read:,} {noun} from {args.path} in {elapsed:.1f}s")
+        print(f"  stored      {summary.stored:,}")
+        print(f"  duplicates  {summary.duplicates:,}")
+        print(f"  skipped     {summary.skipped_total:,}" + _skipped_detail(summary.skipped))
+        print(f"  people      {status.people:,} ({status.two_way_relationships:,} two-way)")
+        print(f"  organisations {status.organisations:,}")
+        return 0
+    print(f"read {read:,} {noun} of {len(jobs)} mailboxes from {args.path} in {elapsed:.1f}s")
+    rows = [("folder", "owner", "read", "stored", "duplicates", "skipped", "people", "organisations")]
+    for entry, summary, status in zip(wanted, summaries, statuses):
+        rows.append(
+            (
+                entry.path.name,
+                entry.owner,
+                f"{summary.read:,}",
+                f"{summary.stored:,}",
+                f"{summary.duplicates:,}",
+                f"{summary.skipped_total:,}",
+                f"{status.people:,}",
+                f"{status.organisations:,}",
+            )
+        )
+    rows.append(
+        (
+            "all",
+            "",
+            f"{read:,}",
+            f"{sum(s.stored for s in summaries):,}",
+            f"{sum(s.duplicates for s in summaries):,}",
+            f"{sum(s.skipped_total for s in summaries):,}",
+            "",
+            "",
+        )
+    )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        cells = [cell.ljust(width) if column < 2 else cell.rjust(width) for column, (cell, width) in enumerate(zip(row, widths))]
+        print("  " + "  ".join(cells).rstrip())
+    skipped = sum((summary.skipped for summary in summaries), Counter())
+    if skipped:
+        print("  skipped: " + ", ".join(f"{reason} {count:,}" for reason, count in sorted(skipped.items())))
     return 0
+
+
+class MailboxEntry(NamedTuple):
+    """A mailbox to import: its folder, its owner's address and optional name."""
+
+    path: Path
+    owner: str
+    name: str | None
+
+
+def read_owners_file(path: Path, root: Path) -> list[MailboxEntry]:
+    """Read the 'folder,owner address[,owner name]' lines of an --owners file.
+
+    Blank lines and lines starting with '#' are ignored. Raises InputError naming the
+    line of a malformed entry, a missing folder or a folder or owner given twice.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the owners file {path}: {exc}; give a UTF-8 CSV file") from None
+    if not root.is_dir():
+        raise InputError(f"{root} is not a folder; with --owners, PATH is the folder that holds the mailboxes")
+    entries: list[MailboxEntry] = []
+    folders: dict[str, int] = {}
+    addresses: dict[str, int] = {}
+    for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        cells = [cell.strip() for cell in row]
+        if not any(cells) or cells[0].startswith("#"):
+            continue
+        if len(cells) not in (2, 3) or not cells[0] or not cells[1]:
+            raise InputError(
+                f"{path} line {number}: {','.join(row)!r} is not 'folder,owner address[,owner name]'; fix or remove the line"
+            )
+        folder, owner = cells[0], cells[1]
+        name = cells[2] if len(cells) == 3 and cells[2] else None
+        mailbox_path = root / folder
+        if not mailbox_path.exists():
+            raise InputError(f"{path} line {number}: folder {folder!r} does not exist under {root}; fix the folder name")
+        for seen, key, what in ((folders, str(mailbox_path.resolve()), "folder"), (addresses, owner.casefold(), "owner")):
+            if key in seen:
+                raise InputError(
+                    f"{path} line {number}: {what} {cells[0] if what == 'folder' else owner!r} is already on line {seen[key]}; "
+                    "give each mailbox once"
+                )
+            seen[key] = number
+        entries.append(MailboxEntry(mailbox_path, owner, name))
+    if not entries:
+        raise InputError(f"the owners file {path} lists no mailbox; add 'folder,owner address' lines")
+    return entries
 
 
 def _skipped_detail(skipped) -> str:  # type: ignore[no-untyped-def]

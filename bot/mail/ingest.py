@@ -376,9 +376,11 @@ def sqlite_time(value: datetime) -> str:
 class Preparer:
     """Builder of message rows from the mail items of a batch, without a database."""
 
-    def __init__(self, context: PrepareContext):
+    def __init__(self, context: PrepareContext, *, normalized: dict[str, str | None] | None = None):
+        """``normalized`` is a cache of normalised addresses to share with other preparers
+        of the same ``fold_plus`` setting."""
         self.context = context
-        self._normalized: dict[str, str | None] = {}
+        self._normalized: dict[str, str | None] = {} if normalized is None else normalized
         self._recipient_cache: dict[tuple[int, int, int], tuple[object, object, object, _RecipientWork]] = {}
         self._subject_keys: dict[str | None, str | None] = {}
 
@@ -756,6 +758,15 @@ def clear_cursor(engine: Engine, mailbox_id: int, folder_key: str) -> None:
     retry_write(_write)
 
 
+@dataclass
+class ImportJob:
+    """One mailbox of an import and the source to read it from."""
+
+    mailbox: Mailbox
+    source: MailSource
+    folders: list[FolderRef] | None = None  # None reads every folder of the source
+
+
 def import_source(
     engine: Engine,
     mailbox: Mailbox,
@@ -773,91 +784,179 @@ def import_source(
     writes (bot.mail.readahead); None chooses by the size of the import and the machine,
     and 0 reads in this process.
     """
-    summary = ImportSummary()
-    run_id = _start_run(engine, mailbox, kind)
+    job = ImportJob(mailbox, source, folders)
+    return import_sources(engine, [job], settings=settings, progress=progress, kind=kind, readers=readers)[0]
+
+
+def import_sources(
+    engine: Engine,
+    jobs: list[ImportJob],
+    *,
+    settings: Settings,
+    progress: ProgressCallback | None = None,
+    kind: str = "import",
+    readers: int | None = None,
+) -> list[ImportSummary]:
+    """Import several mailboxes in one run, as import_source imports one.
+
+    The reader processes take the file folders of all the mailboxes in turn, so they
+    parse the next mailbox while this process writes the last batches of the one before.
+    Each mailbox gets its own summary and sync run. A mailbox whose source is deferred
+    records that and the others go on; any other error marks the mailboxes not yet
+    finished as failed and is raised.
+    """
+    summaries = [ImportSummary() for _ in jobs]
+    run_ids = [_start_run(engine, job.mailbox, kind) for job in jobs]
+    finished: set[int] = set()
+    importers: dict[int, Importer] = {}
     reader = None
     try:
         with _fewer_collections():
-            todo = list(folders if folders is not None else source.folders())
-            if hasattr(source, "plan") and readers != 0:
+            todo: list[list[FolderRef] | None] = [None] * len(jobs)
+            if readers != 0:
                 # Readers start before the importer loads its caches, so both happen at once.
-                reader = _start_readers(engine, mailbox, settings, source, todo, readers)
-            importer = Importer(engine, mailbox, settings)
+                for index, job in enumerate(jobs):
+                    if hasattr(job.source, "plan"):
+                        todo[index] = _job_folders(job)
+                reader = _start_readers(engine, settings, jobs, todo, readers)
             if reader is not None:
-                todo = _store_read_ahead(reader, importer, todo, summary, progress)
-            for folder in todo:
-                summary.folders += 1
-                _import_folder(engine, importer, mailbox, source, folder, summary, progress)
+                _store_read_ahead(reader, engine, settings, jobs, importers, todo, summaries, progress)
+            for index, job in enumerate(jobs):
+                _import_job(engine, settings, jobs, index, importers, todo[index], summaries[index], progress)
+                _finish_run(engine, job.mailbox, run_ids[index], summaries[index])
+                finished.add(index)
+    except Exception as exc:
+        for index, job in enumerate(jobs):
+            if index not in finished:
+                summaries[index].outcome = "failed"
+                summaries[index].error = f"{type(exc).__name__}: {exc}"
+                _finish_run(engine, job.mailbox, run_ids[index], summaries[index])
+        raise
+    finally:
+        if reader is not None:
+            reader.close()
+    return summaries
+
+
+def _job_folders(job: ImportJob) -> list[FolderRef]:
+    return list(job.folders if job.folders is not None else job.source.folders())
+
+
+def _importer(engine: Engine, settings: Settings, jobs: list[ImportJob], importers: dict[int, Importer], index: int) -> Importer:
+    importer = importers.get(index)
+    if importer is None:
+        importer = importers[index] = Importer(engine, jobs[index].mailbox, settings)
+    return importer
+
+
+def _import_job(
+    engine: Engine,
+    settings: Settings,
+    jobs: list[ImportJob],
+    index: int,
+    importers: dict[int, Importer],
+    folders: list[FolderRef] | None,
+    summary: ImportSummary,
+    progress: ProgressCallback | None,
+) -> None:
+    """Read in this process the folders of a job that the readers did not store.
+
+    ``folders`` None reads all the job's folders.
+    """
+    job = jobs[index]
+    mailbox = job.mailbox
+    try:
+        for folder in _job_folders(job) if folders is None else folders:
+            summary.folders += 1
+            importer = _importer(engine, settings, jobs, importers, index)
+            _import_folder(engine, importer, mailbox, job.source, folder, summary, progress)
     except SourceDeferred as exc:
         summary.outcome = "deferred"
         summary.retry_after_seconds = exc.retry_after_seconds
         summary.error = str(exc)
         log.warning("import of mailbox %s deferred for %.0fs: %s", mailbox.id, exc.retry_after_seconds, exc)
-    except Exception as exc:
-        summary.outcome = "failed"
-        summary.error = f"{type(exc).__name__}: {exc}"
-        _finish_run(engine, mailbox, run_id, summary)
-        raise
-    finally:
-        if reader is not None:
-            reader.close()
-    _finish_run(engine, mailbox, run_id, summary)
-    return summary
 
 
-def _start_readers(engine: Engine, mailbox: Mailbox, settings: Settings, source, folders: list[FolderRef], readers: int | None):  # type: ignore[no-untyped-def]
-    """Fork reader processes for the folders of a file source, or return None."""
-    from bot.mail.readahead import ReadAhead, auto_readers
+def _start_readers(
+    engine: Engine,
+    settings: Settings,
+    jobs: list[ImportJob],
+    folders: list[list[FolderRef] | None],
+    readers: int | None,
+):  # type: ignore[no-untyped-def]
+    """Fork reader processes for the file folders of the jobs, or return None.
 
-    cursors = load_cursors(engine, mailbox.id)
+    ``folders`` holds each job's folders, or None for a job whose source has no chunks.
+    """
+    from bot.mail.readahead import ReadAhead, ReadJob, auto_readers
+
+    read_jobs: list[ReadJob] = []
     chunks = []
-    for folder in folders:
-        chunks.extend(source.plan(folder, cursors.get(folder.key)))
+    for index, (job, job_folders) in enumerate(zip(jobs, folders)):
+        read_jobs.append(ReadJob(job.source, PrepareContext.of(engine, job.mailbox, settings)))  # type: ignore[arg-type]
+        if job_folders is None:
+            continue
+        cursors = load_cursors(engine, job.mailbox.id)
+        for folder in job_folders:
+            chunks.extend((index, chunk) for chunk in job.source.plan(folder, cursors.get(folder.key)))  # type: ignore[attr-defined]
     if readers is None:
-        readers = auto_readers(chunks)
+        readers = auto_readers([chunk for _, chunk in chunks])
     if readers <= 0 or not chunks:
         return None
-    return ReadAhead(source, chunks, PrepareContext.of(engine, mailbox, settings), readers)
+    return ReadAhead(read_jobs, chunks, readers)
 
 
 def _store_read_ahead(
     reader,  # type: ignore[no-untyped-def]
-    importer: Importer,
-    folders: list[FolderRef],
-    summary: ImportSummary,
+    engine: Engine,
+    settings: Settings,
+    jobs: list[ImportJob],
+    importers: dict[int, Importer],
+    todo: list[list[FolderRef] | None],
+    summaries: list[ImportSummary],
     progress: ProgressCallback | None,
-) -> list[FolderRef]:
-    """Store what the reader processes send; return the folders left to read here.
+) -> None:
+    """Store what the reader processes send, and leave in ``todo`` what is still to read.
 
-    When a reader fails, the folder it was reading and those after it are left to the
-    caller, which resumes each from its stored cursor.
+    Each job read ahead gets an empty list of folders left. When a reader fails, the
+    folder it was reading and those after it stay in ``todo``, and the caller reads them
+    from their stored cursors.
     """
     from bot.mail.readahead import ReadAheadFailed
 
     chunks = reader.chunks
-    counted: set[str] = set()
+    counted: set[tuple[int, str]] = set()
     try:
         for index, batch in reader:
-            folder_key = chunks[index].folder.key
-            if folder_key not in counted:
-                counted.add(folder_key)
-                summary.folders += 1
+            job_index, chunk = chunks[index]
+            folder_key = chunk.folder.key
+            if (job_index, folder_key) not in counted:
+                counted.add((job_index, folder_key))
+                summaries[job_index].folders += 1
             if batch.complete:
                 # As in _import_folder: a file folder read to its end keeps no cursor.
                 batch.cursor = None
-            importer.store_prepared(batch, summary)
+            _importer(engine, settings, jobs, importers, job_index).store_prepared(batch, summaries[job_index])
             if progress is not None:
                 progress(batch.counts["read"])
     except ReadAheadFailed as exc:
-        failed = chunks[exc.chunk_index].folder.key
+        failed_job, failed_chunk = chunks[exc.chunk_index]
+        failed = failed_chunk.folder.key
         log.warning("%s; reading folder %s and the folders after it in this process", exc, failed)
-        position = next(i for i, folder in enumerate(folders) if folder.key == failed)
-        if failed in counted:
-            summary.folders -= 1  # the caller counts this folder again
-        return folders[position:]
+        for job_index in range(failed_job):
+            if todo[job_index] is not None:
+                todo[job_index] = []
+        job_folders = todo[failed_job] or []
+        position = next(i for i, folder in enumerate(job_folders) if folder.key == failed)
+        todo[failed_job] = job_folders[position:]
+        if (failed_job, failed) in counted:
+            summaries[failed_job].folders -= 1  # the caller counts this folder again
+        return
     finally:
         reader.close()
-    return []
+    for job_index, job_folders in enumerate(todo):
+        if job_folders is not None:
+            todo[job_index] = []
 
 
 _collection_lock = threading.Lock()

@@ -5,8 +5,12 @@ file import splits its folders into chunks (``FilesSource.plan``) and forks read
 processes that read, parse and prepare chunk after chunk. Reader ``k`` of ``n`` takes
 chunks ``k``, ``k + n``, ``k + 2n`` … and sends each prepared batch through its own
 pipe. The importer receives the chunks in their order and writes them with their
-cursors, as it does when it reads them itself. Prepared rows are tuples of plain values, so sending them costs little
-next to parsing.
+cursors, as it does when it reads them itself. Prepared rows are tuples of plain values,
+so sending them costs little next to parsing.
+
+The chunks of several mailboxes can go to one set of readers, which then parse the next
+mailbox while the importer writes the last batches of the one before, and keep their
+parse caches from one mailbox to the next.
 
 Readers are forked, so they share the parent's loaded modules and caches and need no
 start-up. Forking is safe only while the parent runs a single thread, so ``auto_readers``
@@ -19,7 +23,7 @@ import logging
 import multiprocessing
 import os
 import threading
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 from bot.mail.ingest import PrepareContext, PreparedBatch, Preparer
 
@@ -76,19 +80,33 @@ def _message_estimate(chunks: list[ReadChunk]) -> int:
     return count
 
 
+class ReadJob(NamedTuple):
+    """A mailbox's file source and the values its rows are prepared with."""
+
+    source: FilesSource
+    context: PrepareContext
+
+
 def _reader_main(
-    source: FilesSource,
-    chunks: list[ReadChunk],
-    context: PrepareContext,
+    jobs: list[ReadJob],
+    chunks: list[tuple[int, ReadChunk]],
     first: int,
     step: int,
     connection: Connection,
 ) -> None:
-    preparer = Preparer(context)
+    preparers: dict[int, Preparer] = {}
+    normalized: dict[bool, dict[str, str | None]] = {}
     index = first
     try:
         for index in range(first, len(chunks), step):
-            for batch in source.read_chunk(chunks[index]):
+            job_index, chunk = chunks[index]
+            job = jobs[job_index]
+            preparer = preparers.get(job_index)
+            if preparer is None:
+                # Mailboxes that normalise alike share the cache of normalised addresses.
+                shared = normalized.setdefault(job.context.fold_plus, {})
+                preparer = preparers[job_index] = Preparer(job.context, normalized=shared)
+            for batch in job.source.read_chunk(chunk):
                 connection.send((index, preparer.prepare(batch)))
             connection.send((index, None))
     except (BrokenPipeError, EOFError):
@@ -103,11 +121,15 @@ def _reader_main(
 
 
 class ReadAhead:
-    """Reader processes for the chunks of a file import, received in chunk order."""
+    """Reader processes for the chunks of file imports, received in chunk order.
 
-    def __init__(self, source: FilesSource, chunks: list[ReadChunk], context: PrepareContext, readers: int):
+    ``chunks`` pairs each chunk with the index of its job in ``jobs``.
+    """
+
+    def __init__(self, jobs: list[ReadJob], chunks: list[tuple[int, ReadChunk]], readers: int):
         if chunks:
-            chunks = [*chunks[0].split(FIRST_CHUNK_FILES), *chunks[1:]]
+            job_index, first_chunk = chunks[0]
+            chunks = [*((job_index, part) for part in first_chunk.split(FIRST_CHUNK_FILES)), *chunks[1:]]
         self.chunks = chunks
         self._connections: list[Connection] = []
         self._processes: list[multiprocessing.process.BaseProcess] = []
@@ -118,7 +140,7 @@ class ReadAhead:
                 receiver, sender = fork.Pipe(duplex=False)
                 process = fork.Process(
                     target=_reader_main,
-                    args=(source, chunks, context, first, count, sender),
+                    args=(jobs, chunks, first, count, sender),
                     name=f"mail-reader-{first}",
                     daemon=True,
                 )

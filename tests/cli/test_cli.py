@@ -238,6 +238,7 @@ def enron(tmp_path_factory) -> Path:
 def test_enron_corpus_imports_completely(capsys, tmp_path, enron):
     db = f"sqlite:///{tmp_path / 'enron.db'}"
     total_read = 0
+    counts: dict[str, list[str]] = {}
     for box, owner in ENRON_OWNERS.items():
         assert main(["import", str(enron / box), "--owner", owner, "--db", db, "--no-progress"]) == 0
         out = capsys.readouterr().out
@@ -248,7 +249,18 @@ def test_enron_corpus_imports_completely(capsys, tmp_path, enron):
         assert read == stored + duplicates + skipped
         assert skipped <= read * 0.01
         total_read += read
+        counts[box] = [f"{value:,}" for value in (read, stored, duplicates, skipped)]
     assert total_read == 20_995
+
+    # All nine mailboxes in one run store what nine runs store.
+    owners = tmp_path / "owners.csv"
+    owners.write_text("".join(f"{box},{owner}\n" for box, owner in ENRON_OWNERS.items()))
+    together = f"sqlite:///{tmp_path / 'together.db'}"
+    assert main(["import", str(enron), "--owners", str(owners), "--db", together, "--no-progress"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[2:]}
+    for box, owner in ENRON_OWNERS.items():
+        assert rows[box][1:6] == [owner, *counts[box]]
+    assert rows["all"][1] == "20,995"
 
     for box in ("allen-p", "buy-r", "presto-k"):
         owner = ENRON_OWNERS[box]
@@ -275,3 +287,61 @@ def test_contacts_now_leaves_stored_data(capsys, db, sample):
     assert nothing == []
     after = run_json(capsys, "contacts", "--owner", SAMPLE_OWNER, "--db", db, "--limit", "50")
     assert after == before
+
+
+@pytest.fixture
+def team(tmp_path) -> Path:
+    root = tmp_path / "team"
+    generate(root / "robin")
+    generate(root / "kai", seed=11)
+    return root
+
+
+def test_import_owners_file_imports_each_mailbox(capsys, db, team, tmp_path):
+    owners = tmp_path / "owners.csv"
+    owners.write_text(f"# folder,owner,name\nrobin,{SAMPLE_OWNER},Robin Hale\n\nkai, kai.berg@example.org\n")
+    assert main(["import", str(team), "--owners", str(owners), "--db", db, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "of 2 mailboxes" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
+    assert rows["robin"][1] == SAMPLE_OWNER
+    assert rows["kai"][1] == "kai.berg@example.org"
+
+    separate = f"sqlite:///{tmp_path / 'separate.db'}"
+    for folder, owner in (("robin", SAMPLE_OWNER), ("kai", "kai.berg@example.org")):
+        assert main(["import", str(team / folder), "--owner", owner, "--db", separate, "--no-progress"]) == 0
+        single = capsys.readouterr().out
+        counts = [single.split(word, 1)[1].split()[0] for word in ("stored", "duplicates", "skipped", "people")]
+        assert rows[folder][3:7] == counts
+    assert int(rows["all"][1].replace(",", "")) == sum(int(rows[f][2].replace(",", "")) for f in ("robin", "kai"))
+    for owner in (SAMPLE_OWNER, "kai.berg@example.org"):
+        assert run_json(capsys, "contacts", "--owner", owner, "--db", db) == run_json(
+            capsys, "contacts", "--owner", owner, "--db", separate
+        )
+
+
+@pytest.mark.parametrize(
+    "lines, extra, message",
+    [
+        ("robin\n", [], "line 1: 'robin' is not 'folder,owner address[,owner name]'"),
+        ("robin,a@example.org\nnobody,b@example.org\n", [], "line 2: folder 'nobody' does not exist"),
+        ("robin,a@example.org\nrobin/,b@example.org\n", [], "line 2: folder 'robin/' is already on line 1"),
+        ("robin,a@example.org\nkai,A@example.org\n", [], "line 2: owner 'A@example.org' is already on line 1"),
+        ("# nothing\n", [], "lists no mailbox"),
+        ("robin,not-an-address\n", [], "invalid owner address"),
+        ("robin,a@example.org\n", ["--name", "Robin"], "with --owners, put each owner's name in the file"),
+        ("robin,a@example.org\n", ["--owner", "a@example.org"], "not allowed with argument --owners"),
+    ],
+)
+def test_owners_file_errors_exit_2(capsys, db, team, tmp_path, lines, extra, message):
+    owners = tmp_path / "owners.csv"
+    owners.write_text(lines)
+    assert main(["import", str(team), "--owners", str(owners), *extra, "--db", db]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_import_needs_an_owner(capsys, db, team):
+    assert main(["import", str(team), "--db", db]) == 2
+    assert "one of the arguments --owner --owners is required" in capsys.readouterr().err

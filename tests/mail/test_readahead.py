@@ -15,7 +15,7 @@ from sqlalchemy import text
 from bot.config import Settings
 from bot.mail import readahead
 from bot.mail.files import FilesSource
-from bot.mail.ingest import _fewer_collections, ensure_mailbox, import_source
+from bot.mail.ingest import ImportJob, _fewer_collections, ensure_mailbox, import_source, import_sources
 from bot.demo import ENRON_OWNERS
 from bot.sample import generate
 from bot.storage.db import make_engine
@@ -53,8 +53,8 @@ def fresh_sqlite(path: Path):
     return engine
 
 
-def run_import(engine, root: Path, *, readers: int, batch_size: int = 9):
-    box = ensure_mailbox(engine, OWNER)
+def run_import(engine, root: Path, *, readers: int, batch_size: int = 9, owner: str = OWNER):
+    box = ensure_mailbox(engine, owner)
     source = FilesSource(root, batch_size=batch_size)
     return import_source(engine, box, source, settings=SETTINGS, readers=readers)
 
@@ -63,16 +63,18 @@ def snapshot(engine) -> dict:
     """Everything an import writes, without ids, in a form both backends print alike."""
     queries = {
         "messages": """
-            SELECT m.fingerprint, m.internet_message_id, m.in_reply_to, m.subject_key, m.source_ref,
+            SELECT b.owner_address, m.fingerprint, m.internet_message_id, m.in_reply_to, m.subject_key, m.source_ref,
                    m.folder_role, CAST(m.sent_at AS VARCHAR), m.date_defect, a.address, m.recipient_count,
                    m.is_bulk, m.is_auto_reply, m.copies
-            FROM message m LEFT JOIN address a ON a.id = m.from_address_id""",
+            FROM message m JOIN mailbox b ON b.id = m.mailbox_id LEFT JOIN address a ON a.id = m.from_address_id""",
         "participants": """
-            SELECT m.fingerprint, a.address, p.role FROM messageparticipant p
-            JOIN message m ON m.id = p.message_id JOIN address a ON a.id = p.address_id""",
+            SELECT b.owner_address, m.fingerprint, a.address, p.role FROM messageparticipant p
+            JOIN message m ON m.id = p.message_id JOIN mailbox b ON b.id = m.mailbox_id
+            JOIN address a ON a.id = p.address_id""",
         "addresses": "SELECT a.address, a.domain, a.display_name, a.kind, a.is_freemail, p.display_name, p.kind "
         "FROM address a JOIN person p ON p.id = a.person_id",
-        "folders": "SELECT folder_key, folder_role, cursor, items_stored FROM folderstate",
+        "folders": "SELECT b.owner_address, f.folder_key, f.folder_role, f.cursor, f.items_stored "
+        "FROM folderstate f JOIN mailbox b ON b.id = f.mailbox_id",
     }
     with engine.connect() as connection:
         result = {
@@ -240,3 +242,75 @@ def test_copy_adds_name_stored_message_lacks(engine, tmp_path, readers):
     with engine.connect() as connection:
         name = connection.execute(text("SELECT display_name FROM address WHERE address = 'ann@partner.example'")).scalar()
     assert name == "Ann Lee"
+
+
+SECOND_OWNER = "kai.berg@example.org"
+
+
+@pytest.fixture
+def team(tmp_path) -> list[tuple[Path, str]]:
+    """Two mailboxes of different sample mail, the first with copies and an empty file."""
+    first = generate(tmp_path / "team" / "robin")
+    inbox = next(p for p in first.rglob("*") if p.is_dir() and p.name == "inbox")
+    copies = first / "archive"
+    shutil.copytree(inbox, copies)
+    (copies / "cur" if (copies / "cur").is_dir() else copies).joinpath("empty").write_bytes(b"")
+    second = generate(tmp_path / "team" / "kai", seed=11)
+    return [(first, OWNER), (second, SECOND_OWNER)]
+
+
+def run_together(engine, team: list[tuple[Path, str]], *, readers: int):
+    jobs = [ImportJob(ensure_mailbox(engine, owner), FilesSource(path, batch_size=9)) for path, owner in team]
+    return import_sources(engine, jobs, settings=SETTINGS, readers=readers)
+
+
+def separate_reference(tmp_path, team: list[tuple[Path, str]]):
+    engine = fresh_sqlite(tmp_path / "separate.db")
+    summaries = [run_import(engine, path, readers=0, owner=owner).as_dict() for path, owner in team]
+    return engine, summaries
+
+
+@pytest.mark.parametrize("readers", [0, 2])
+def test_mailboxes_imported_together_store_what_separate_imports_store(engine, team, tmp_path, readers):
+    reference, expected = separate_reference(tmp_path, team)
+    got = run_together(engine, team, readers=readers)
+    assert [summary.as_dict() for summary in got] == expected
+    assert all(summary["stored"] > 50 for summary in expected)
+    assert expected[0]["duplicates"] > 50
+    assert snapshot(engine) == snapshot(reference)
+    with engine.connect() as connection:
+        outcomes = connection.execute(text("SELECT outcome FROM syncrun ORDER BY id")).scalars().all()
+    assert outcomes == ["ok", "ok"]
+    again = run_together(engine, team, readers=readers)
+    assert [summary.stored for summary in again] == [0, 0]
+
+
+def test_failed_reader_in_later_mailbox_leaves_rest_to_importer(engine, team, tmp_path, monkeypatch, caplog):
+    reference, expected = separate_reference(tmp_path, team)
+    parent = os.getpid()
+    original = FilesSource.read_chunk
+    second = team[1][0]
+
+    def failing(self, chunk):  # type: ignore[no-untyped-def]
+        if os.getpid() != parent and self.path == second and chunk.folder.role.value == "sent":
+            raise RuntimeError("disk read failed")
+        return original(self, chunk)
+
+    monkeypatch.setattr(FilesSource, "read_chunk", failing)
+    with caplog.at_level(logging.WARNING, logger="bot.mail.ingest"):
+        got = run_together(engine, team, readers=2)
+    assert "RuntimeError: disk read failed" in caplog.text
+    assert [summary.as_dict() for summary in got] == expected
+    assert snapshot(engine) == snapshot(reference)
+
+
+def test_error_marks_unfinished_mailboxes_failed_and_import_resumes(engine, team, tmp_path):
+    reference, expected = separate_reference(tmp_path, team)
+    with crash_on_cursor_save(30, RuntimeError("disk full")), pytest.raises(RuntimeError):
+        run_together(engine, team, readers=2)
+    with engine.connect() as connection:
+        runs = connection.execute(text("SELECT outcome, error FROM syncrun ORDER BY id")).all()
+    assert [tuple(run) for run in runs] == [("failed", "RuntimeError: disk full")] * 2
+    resumed = run_together(engine, team, readers=2)
+    assert resumed[1].stored == expected[1]["stored"]
+    assert snapshot(engine)["messages"] == snapshot(reference)["messages"]
