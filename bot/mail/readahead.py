@@ -120,6 +120,23 @@ def _reader_main(
         connection.close()
 
 
+# Linux lets a pipe buffer grow to /proc/sys/fs/pipe-max-size (1 MB by default) with
+# this fcntl command.
+_F_SETPIPE_SZ = 1031
+PIPE_BYTES = 1 << 20
+
+
+def _widen(connection: Connection) -> None:
+    """Let a reader's pipe hold about a megabyte, so that a reader hands over a batch and
+    goes on parsing while the importer is still writing the batch before it."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(connection.fileno(), _F_SETPIPE_SZ, PIPE_BYTES)
+    except (ImportError, OSError):
+        pass  # another system, or a lower limit: the default buffer works, only slower
+
+
 class ReadAhead:
     """Reader processes for the chunks of file imports, received in chunk order.
 
@@ -138,6 +155,7 @@ class ReadAhead:
         try:
             for first in range(count):
                 receiver, sender = fork.Pipe(duplex=False)
+                _widen(sender)
                 process = fork.Process(
                     target=_reader_main,
                     args=(jobs, chunks, first, count, sender),

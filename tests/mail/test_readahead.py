@@ -7,6 +7,7 @@ import logging
 import mailbox as mailbox_module
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -314,3 +315,18 @@ def test_error_marks_unfinished_mailboxes_failed_and_import_resumes(engine, team
     resumed = run_together(engine, team, readers=2)
     assert resumed[1].stored == expected[1]["stored"]
     assert snapshot(engine)["messages"] == snapshot(reference)["messages"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pipe buffer sizes are set with a Linux fcntl")
+def test_reader_pipes_hold_a_megabyte():
+    import fcntl
+    import multiprocessing
+
+    receiver, sender = multiprocessing.get_context("fork").Pipe(duplex=False)
+    try:
+        readahead._widen(sender)
+        f_getpipe_sz = 1032
+        assert fcntl.fcntl(sender.fileno(), f_getpipe_sz) >= min(readahead.PIPE_BYTES, int(Path("/proc/sys/fs/pipe-max-size").read_text()))
+    finally:
+        receiver.close()
+        sender.close()
