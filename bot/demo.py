@@ -71,8 +71,9 @@ def run(work: Path) -> int:
     with tarfile.open(tarball) as archive:
         members = [m for m in archive.getmembers() if any(m.name.startswith(f"maildir/{box}/") for box, _ in ENRON_DEMO)]
         archive.extractall(work / "enron", members=members, filter="data")
-    for box, owner in ENRON_DEMO:
-        step("import", str(work / "enron" / "maildir" / box), "--owner", owner, "--no-progress")
+    owners = work / "enron-owners.csv"
+    owners.write_text("".join(f"{box},{owner}\n" for box, owner in ENRON_DEMO), encoding="utf-8")
+    step("import", str(work / "enron" / "maildir"), "--owners", str(owners), "--no-progress")
     step("contacts", "--owner", ENRON_DEMO[0][1], "--limit", "10")
     step("whoknows", "reliant")
     return 0
