@@ -155,13 +155,13 @@ def cmd_import(args: argparse.Namespace) -> int:
     if args.owners is not None:
         if args.name:
             raise InputError("--name names the owner of one mailbox; with --owners, put each owner's name in the file")
-        wanted = read_owners_file(args.owners, args.path)
+        entries = read_owners_file(args.owners, args.path)
     else:
-        wanted = [MailboxEntry(args.path, args.owner, args.name)]
+        entries = [MailboxEntry(args.path, args.owner, args.name)]
     settings = get_settings()
     engine = open_engine(args, create=True)
     jobs = []
-    for entry in wanted:
+    for entry in entries:
         mailbox = ensure_mailbox(
             engine, entry.owner, source_kind="files", owner_name=entry.name, timezone=args.timezone,
             source_config={"path": str(entry.path.resolve())},
@@ -191,7 +191,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         return 0
     print(f"read {read:,} {noun} of {len(jobs)} mailboxes from {args.path} in {elapsed:.1f}s")
     rows = [("folder", "owner", "read", "stored", "duplicates", "skipped", "people", "organisations")]
-    for entry, summary, status in zip(wanted, summaries, statuses):
+    for entry, summary, status in zip(entries, summaries, statuses):
         rows.append(
             (
                 entry.path.name,

@@ -801,9 +801,9 @@ def import_sources(
 
     The reader processes take the file folders of all the mailboxes in turn, so they
     parse the next mailbox while this process writes the last batches of the one before.
-    Each mailbox gets its own summary and sync run. A mailbox whose source is deferred
-    records that and the others go on; any other error marks the mailboxes not yet
-    finished as failed and is raised.
+    Each mailbox gets its own summary and sync run. When a mailbox's source is deferred,
+    its summary records that and the other mailboxes go on. Any other error marks the
+    mailboxes not yet finished as failed and is raised.
     """
     summaries = [ImportSummary() for _ in jobs]
     run_ids = [_start_run(engine, job.mailbox, kind) for job in jobs]
@@ -886,7 +886,7 @@ def _start_readers(
 ):  # type: ignore[no-untyped-def]
     """Fork reader processes for the file folders of the jobs, or return None.
 
-    ``folders`` holds each job's folders, or None for a job whose source has no chunks.
+    ``folders`` contains each job's folders, or None for a job whose source has no chunks.
     """
     from bot.mail.readahead import ReadAhead, ReadJob, auto_readers
 

@@ -28,9 +28,9 @@ def alembic_config(engine: Engine | None = None, url: str | None = None) -> Conf
 def create_schema(engine: Engine) -> None:
     """Bring the database to the newest migration; safe to call on every start.
 
-    It also sets up the ORM's mappings of the model classes, which SQLAlchemy otherwise
-    does on a process's first query: the first Slack request or the first batch of an
-    import would wait for it (about 70 ms).
+    It also sets up the ORM's mappings of the model classes. SQLAlchemy otherwise does
+    that on a process's first query, so the first Slack request or the first mailbox of
+    an import would wait for it (about 70 ms).
     """
     command.upgrade(alembic_config(engine), "head")
     import bot.storage.models  # noqa: F401 - the mapped classes must be defined first

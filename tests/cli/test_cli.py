@@ -297,7 +297,7 @@ def team(tmp_path) -> Path:
     return root
 
 
-def test_import_owners_file_imports_each_mailbox(capsys, db, team, tmp_path):
+def test_owners_file_imports_each_mailbox(capsys, db, team, tmp_path):
     owners = tmp_path / "owners.csv"
     owners.write_text(f"# folder,owner,name\nrobin,{SAMPLE_OWNER},Robin Hale\n\nkai, kai.berg@example.org\n")
     assert main(["import", str(team), "--owners", str(owners), "--db", db, "--no-progress"]) == 0

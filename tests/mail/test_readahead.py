@@ -272,7 +272,7 @@ def separate_reference(tmp_path, team: list[tuple[Path, str]]):
 
 
 @pytest.mark.parametrize("readers", [0, 2])
-def test_mailboxes_imported_together_store_what_separate_imports_store(engine, team, tmp_path, readers):
+def test_one_run_matches_separate_imports(engine, team, tmp_path, readers):
     reference, expected = separate_reference(tmp_path, team)
     got = run_together(engine, team, readers=readers)
     assert [summary.as_dict() for summary in got] == expected
@@ -286,7 +286,7 @@ def test_mailboxes_imported_together_store_what_separate_imports_store(engine, t
     assert [summary.stored for summary in again] == [0, 0]
 
 
-def test_failed_reader_in_later_mailbox_leaves_rest_to_importer(engine, team, tmp_path, monkeypatch, caplog):
+def test_failed_reader_in_second_mailbox(engine, team, tmp_path, monkeypatch, caplog):
     reference, expected = separate_reference(tmp_path, team)
     parent = os.getpid()
     original = FilesSource.read_chunk
@@ -305,7 +305,7 @@ def test_failed_reader_in_later_mailbox_leaves_rest_to_importer(engine, team, tm
     assert snapshot(engine) == snapshot(reference)
 
 
-def test_error_marks_unfinished_mailboxes_failed_and_import_resumes(engine, team, tmp_path):
+def test_error_fails_unfinished_mailboxes(engine, team, tmp_path):
     reference, expected = separate_reference(tmp_path, team)
     with crash_on_cursor_save(30, RuntimeError("disk full")), pytest.raises(RuntimeError):
         run_together(engine, team, readers=2)
