@@ -2,11 +2,13 @@
 
 Parsing headers is pure Python and takes about as long as writing the rows, so a large
 file import splits its folders into chunks (``FilesSource.plan``) and forks reader
-processes that read, parse and prepare chunk after chunk. Reader ``k`` of ``n`` takes
-chunks ``k``, ``k + n``, ``k + 2n`` … and sends each prepared batch through its own
-pipe. The importer receives the chunks in their order and writes them with their
-cursors, as it does when it reads them itself. Prepared rows are tuples of plain values,
-so sending them costs little next to parsing.
+processes that read, parse and prepare chunk after chunk. Each reader claims the next
+unclaimed chunk from a counter in shared memory and sends its prepared batches through
+its own pipe. The importer writes the chunks in their order with their cursors, as it
+does when it reads them itself. While the reader of the next chunk has sent nothing yet,
+the importer claims a chunk and reads it itself, so on two cores one reader and the
+importer keep both cores busy. Prepared rows are tuples of plain values, so sending them
+costs little next to parsing.
 
 The chunks of several mailboxes can go to one set of readers, which then parse the next
 mailbox while the importer writes the last batches of the one before, and keep their
@@ -42,6 +44,9 @@ MIN_MESSAGES = 500
 # without large attachments.
 MBOX_BYTES_PER_MESSAGE = 4096
 MAX_READERS = 2
+# How many chunks the importer reads ahead of the one it writes, while it waits for a
+# reader. More would leave more batches to write after the readers end.
+OWN_CHUNKS_AHEAD = 1
 # The first chunks are made this small, so that the importer has rows to write soon
 # after the readers start.
 FIRST_CHUNK_FILES = 100
@@ -65,7 +70,8 @@ def auto_readers(chunks: list[ReadChunk]) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if cores < 2:
         return 0
-    return min(MAX_READERS, cores)
+    # The importer reads chunks too while it waits, so it counts as one of the cores.
+    return min(MAX_READERS, cores - 1)
 
 
 def _message_estimate(chunks: list[ReadChunk]) -> int:
@@ -88,11 +94,36 @@ class ReadJob(NamedTuple):
     context: PrepareContext
 
 
+class _Claims:
+    """The counter of the next unclaimed chunk and the claimer of each chunk, in memory
+    shared with the reader processes. The importer claims as -1, reader ``k`` as ``k``."""
+
+    def __init__(self, context, total: int):  # type: ignore[no-untyped-def]
+        self.total = total
+        self.next = context.Value("q", 0)
+        self.owners = context.Array("b", total, lock=False)
+
+    def claim(self, claimer: int) -> int | None:
+        """Claim the next unclaimed chunk and return its index, or None when none is left."""
+        with self.next.get_lock():
+            index = self.next.value
+            if index >= self.total:
+                return None
+            self.next.value = index + 1
+            self.owners[index] = claimer
+        return index
+
+    def owner(self, index: int) -> int | None:
+        """Return the claimer of a chunk, or None while it is unclaimed."""
+        with self.next.get_lock():
+            return self.owners[index] if index < self.next.value else None
+
+
 def _reader_main(
     jobs: list[ReadJob],
     chunks: list[tuple[int, ReadChunk]],
-    first: int,
-    step: int,
+    claims: _Claims,
+    number: int,
     connection: Connection,
 ) -> None:
     # A reader lives for one import and makes almost no reference cycles (about 1,700
@@ -100,16 +131,13 @@ def _reader_main(
     gc.disable()
     preparers: dict[int, Preparer] = {}
     normalized: dict[bool, dict[str, str | None]] = {}
-    index = first
+    index = -1
     try:
-        for index in range(first, len(chunks), step):
+        while (claimed := claims.claim(number)) is not None:
+            index = claimed
             job_index, chunk = chunks[index]
             job = jobs[job_index]
-            preparer = preparers.get(job_index)
-            if preparer is None:
-                # Mailboxes that normalise alike share the cache of normalised addresses.
-                shared = normalized.setdefault(job.context.fold_plus, {})
-                preparer = preparers[job_index] = Preparer(job.context, normalized=shared)
+            preparer = _preparer(preparers, normalized, job_index, job.context)
             for batch in job.source.read_chunk(chunk):
                 connection.send((index, preparer.prepare(batch)))
             connection.send((index, None))
@@ -122,6 +150,21 @@ def _reader_main(
             pass
     finally:
         connection.close()
+
+
+def _preparer(
+    preparers: dict[int, Preparer],
+    normalized: dict[bool, dict[str, str | None]],
+    job_index: int,
+    context: PrepareContext,
+) -> Preparer:
+    """Return the preparer of a job, made on its first chunk."""
+    preparer = preparers.get(job_index)
+    if preparer is None:
+        # Mailboxes that normalise alike share the cache of normalised addresses.
+        shared = normalized.setdefault(context.fold_plus, {})
+        preparer = preparers[job_index] = Preparer(context, normalized=shared)
+    return preparer
 
 
 # Linux lets a pipe buffer grow to /proc/sys/fs/pipe-max-size (1 MB by default) with
@@ -152,18 +195,22 @@ class ReadAhead:
             job_index, first_chunk = chunks[0]
             chunks = [*((job_index, part) for part in first_chunk.split(FIRST_CHUNK_FILES)), *chunks[1:]]
         self.chunks = chunks
+        self._jobs = jobs
         self._connections: list[Connection] = []
         self._processes: list[multiprocessing.process.BaseProcess] = []
+        self._preparers: dict[int, Preparer] = {}
+        self._normalized: dict[bool, dict[str, str | None]] = {}
         fork = multiprocessing.get_context("fork")
+        self._claims = _Claims(fork, len(chunks))
         count = max(1, min(readers, len(chunks)))
         try:
-            for first in range(count):
+            for number in range(count):
                 receiver, sender = fork.Pipe(duplex=False)
                 _widen(sender)
                 process = fork.Process(
                     target=_reader_main,
-                    args=(jobs, chunks, first, count, sender),
-                    name=f"mail-reader-{first}",
+                    args=(jobs, chunks, self._claims, number, sender),
+                    name=f"mail-reader-{number}",
                     daemon=True,
                 )
                 process.start()
@@ -176,21 +223,54 @@ class ReadAhead:
 
     def __iter__(self) -> Iterator[tuple[int, PreparedBatch]]:
         """Yield (chunk index, prepared batch) in chunk order; raise ReadAheadFailed."""
-        count = len(self._connections)
+        claims = self._claims
+        own: dict[int, list[PreparedBatch]] = {}  # chunks read here ahead of their turn
         for index in range(len(self.chunks)):
-            connection = self._connections[index % count]
-            while True:
-                try:
-                    got, payload = connection.recv()
-                except (EOFError, OSError) as exc:
-                    raise ReadAheadFailed(index, f"the reader process ended ({type(exc).__name__})") from None
-                if got != index:
-                    raise ReadAheadFailed(index, f"the reader sent chunk {got} out of order")
-                if payload is None:
+            if index in own:
+                for batch in own.pop(index):
+                    yield index, batch
+                continue
+            owner = claims.owner(index)
+            if owner is None:
+                claimed = claims.claim(-1)
+                if claimed == index:
+                    # The readers are behind: this process reads the chunk it writes next.
+                    for batch in self._read_here(index):
+                        yield index, batch
+                    continue
+                # A reader claimed the chunk first, so the one claimed here is a later one.
+                if claimed is not None:
+                    own[claimed] = list(self._read_here(claimed))
+                owner = claims.owner(index)
+            connection = self._connections[owner]  # type: ignore[index]
+            while len(own) < OWN_CHUNKS_AHEAD and not connection.poll():
+                # Nothing from the reader yet: read a later chunk instead of waiting.
+                ahead = claims.claim(-1)
+                if ahead is None:
                     break
-                if isinstance(payload, str):
-                    raise ReadAheadFailed(index, payload)
-                yield index, payload
+                own[ahead] = list(self._read_here(ahead))
+            yield from self._receive(index, connection)
+
+    def _read_here(self, index: int) -> Iterator[PreparedBatch]:
+        job_index, chunk = self.chunks[index]
+        job = self._jobs[job_index]
+        preparer = _preparer(self._preparers, self._normalized, job_index, job.context)
+        for batch in job.source.read_chunk(chunk):
+            yield preparer.prepare(batch)
+
+    def _receive(self, index: int, connection: Connection) -> Iterator[tuple[int, PreparedBatch]]:
+        while True:
+            try:
+                got, payload = connection.recv()
+            except (EOFError, OSError) as exc:
+                raise ReadAheadFailed(index, f"the reader process ended ({type(exc).__name__})") from None
+            if got != index:
+                raise ReadAheadFailed(index, f"the reader sent chunk {got} out of order")
+            if payload is None:
+                return
+            if isinstance(payload, str):
+                raise ReadAheadFailed(index, payload)
+            yield index, payload
 
     def close(self) -> None:
         """Stop the readers that are still running and wait for them."""

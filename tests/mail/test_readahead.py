@@ -8,6 +8,7 @@ import mailbox as mailbox_module
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -197,6 +198,8 @@ def test_auto_readers_need_large_single_thread_import(monkeypatch, corpus):
     monkeypatch.setattr(readahead.threading, "active_count", lambda: 2)
     assert readahead.auto_readers(chunks) == 0  # forking a threaded process is unsafe
     monkeypatch.setattr(readahead.threading, "active_count", lambda: 1)
+    monkeypatch.setattr(readahead.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    assert readahead.auto_readers(chunks) == 1  # the importer reads too
     monkeypatch.setattr(readahead.os, "sched_getaffinity", lambda _pid: {0}, raising=False)
     assert readahead.auto_readers(chunks) == 0
 
@@ -330,3 +333,38 @@ def test_reader_pipes_hold_a_megabyte():
     finally:
         receiver.close()
         sender.close()
+
+
+def test_importer_reads_chunks_while_reader_lags(engine, corpus, tmp_path, monkeypatch):
+    reference_engine = fresh_sqlite(tmp_path / "reference.db")
+    expected = run_import(reference_engine, corpus, readers=0)
+    parent = os.getpid()
+    original = FilesSource.read_chunk
+    read_here: list[str] = []
+
+    def slow_reader(self, chunk):  # type: ignore[no-untyped-def]
+        if os.getpid() == parent:
+            read_here.append(chunk.folder.key)
+        else:
+            time.sleep(0.05)
+        return original(self, chunk)
+
+    monkeypatch.setattr(FilesSource, "read_chunk", slow_reader)
+    got = run_import(engine, corpus, readers=1)
+    assert read_here, "the importer never read a chunk while the reader lagged"
+    assert got.as_dict() == expected.as_dict()
+    assert snapshot(engine) == snapshot(reference_engine)
+
+
+def test_claims_hand_out_each_chunk_once():
+    import multiprocessing
+
+    claims = readahead._Claims(multiprocessing.get_context("fork"), 3)
+    assert claims.owner(0) is None
+    assert claims.claim(1) == 0
+    assert claims.claim(-1) == 1
+    assert claims.owner(0) == 1
+    assert claims.owner(1) == -1
+    assert claims.owner(2) is None
+    assert claims.claim(0) == 2
+    assert claims.claim(0) is None
