@@ -69,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--readers",
         type=reader_count,
         help="processes that read and parse files while this one writes; 0 reads in one process "
-        "(default: 2 for imports of 2,000 messages or more on a machine with 2 or more cores)",
+        "(default: one per core beyond the first, at most 2, for imports of 500 messages or more)",
     )
     add_db_option(p)
     p.set_defaults(handler=cmd_import)
@@ -262,11 +262,11 @@ def read_owners_file(path: Path, root: Path) -> list[MailboxEntry]:
         mailbox_path = root / folder
         if not mailbox_path.exists():
             raise InputError(f"{path} line {number}: folder {folder!r} does not exist under {root}; fix the folder name")
-        for seen, key, what in ((folders, str(mailbox_path.resolve()), "folder"), (addresses, owner.casefold(), "owner")):
+        checks = ((folders, str(mailbox_path.resolve()), "folder", folder), (addresses, owner.casefold(), "owner", owner))
+        for seen, key, field_name, value in checks:
             if key in seen:
                 raise InputError(
-                    f"{path} line {number}: {what} {cells[0] if what == 'folder' else owner!r} is already on line {seen[key]}; "
-                    "give each mailbox once"
+                    f"{path} line {number}: {field_name} {value!r} is already on line {seen[key]}; give each mailbox once"
                 )
             seen[key] = number
         entries.append(MailboxEntry(mailbox_path, owner, name))
