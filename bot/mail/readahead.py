@@ -129,17 +129,13 @@ def _reader_main(
     # A reader lives for one import and makes almost no reference cycles (about 1,700
     # objects for the Enron corpus), so the cyclic collector would only scan live rows.
     gc.disable()
-    preparers: dict[int, Preparer] = {}
-    normalized: dict[bool, dict[str, str | None]] = {}
+    reader = _ChunkReader(jobs, chunks)
     index = -1
     try:
         while (claimed := claims.claim(number)) is not None:
             index = claimed
-            job_index, chunk = chunks[index]
-            job = jobs[job_index]
-            preparer = _preparer(preparers, normalized, job_index, job.context)
-            for batch in job.source.read_chunk(chunk):
-                connection.send((index, preparer.prepare(batch)))
+            for batch in reader.read(index):
+                connection.send((index, batch))
             connection.send((index, None))
     except (BrokenPipeError, EOFError):
         pass  # the importer stopped reading
@@ -152,19 +148,26 @@ def _reader_main(
         connection.close()
 
 
-def _preparer(
-    preparers: dict[int, Preparer],
-    normalized: dict[bool, dict[str, str | None]],
-    job_index: int,
-    context: PrepareContext,
-) -> Preparer:
-    """Return the preparer of a job, made on its first chunk."""
-    preparer = preparers.get(job_index)
-    if preparer is None:
-        # Mailboxes that normalise alike share the cache of normalised addresses.
-        shared = normalized.setdefault(context.fold_plus, {})
-        preparer = preparers[job_index] = Preparer(context, normalized=shared)
-    return preparer
+class _ChunkReader:
+    """Reader of chunks into prepared batches, with one preparer per job."""
+
+    def __init__(self, jobs: list[ReadJob], chunks: list[tuple[int, ReadChunk]]):
+        self.jobs = jobs
+        self.chunks = chunks
+        self._preparers: dict[int, Preparer] = {}
+        self._normalized: dict[bool, dict[str, str | None]] = {}
+
+    def read(self, index: int) -> Iterator[PreparedBatch]:
+        """Read chunk ``index`` and yield its batches, prepared."""
+        job_index, chunk = self.chunks[index]
+        job = self.jobs[job_index]
+        preparer = self._preparers.get(job_index)
+        if preparer is None:
+            # Mailboxes that normalise alike share the cache of normalised addresses.
+            shared = self._normalized.setdefault(job.context.fold_plus, {})
+            preparer = self._preparers[job_index] = Preparer(job.context, normalized=shared)
+        for batch in job.source.read_chunk(chunk):
+            yield preparer.prepare(batch)
 
 
 # Linux lets a pipe buffer grow to /proc/sys/fs/pipe-max-size (1 MB by default) with
@@ -181,7 +184,7 @@ def _widen(connection: Connection) -> None:
 
         fcntl.fcntl(connection.fileno(), _F_SETPIPE_SZ, PIPE_BYTES)
     except (ImportError, OSError):
-        pass  # another system, or a lower limit: the default buffer works, only slower
+        pass  # another system or a lower limit keeps the default buffer, which works but is slower
 
 
 class ReadAhead:
@@ -195,11 +198,9 @@ class ReadAhead:
             job_index, first_chunk = chunks[0]
             chunks = [*((job_index, part) for part in first_chunk.split(FIRST_CHUNK_FILES)), *chunks[1:]]
         self.chunks = chunks
-        self._jobs = jobs
+        self._reader = _ChunkReader(jobs, chunks)
         self._connections: list[Connection] = []
         self._processes: list[multiprocessing.process.BaseProcess] = []
-        self._preparers: dict[int, Preparer] = {}
-        self._normalized: dict[bool, dict[str, str | None]] = {}
         fork = multiprocessing.get_context("fork")
         self._claims = _Claims(fork, len(chunks))
         count = max(1, min(readers, len(chunks)))
@@ -235,12 +236,12 @@ class ReadAhead:
                 claimed = claims.claim(-1)
                 if claimed == index:
                     # The readers are behind: this process reads the chunk it writes next.
-                    for batch in self._read_here(index):
+                    for batch in self._reader.read(index):
                         yield index, batch
                     continue
                 # A reader claimed the chunk first, so the one claimed here is a later one.
                 if claimed is not None:
-                    own[claimed] = list(self._read_here(claimed))
+                    own[claimed] = list(self._reader.read(claimed))
                 owner = claims.owner(index)
             connection = self._connections[owner]  # type: ignore[index]
             while len(own) < OWN_CHUNKS_AHEAD and not connection.poll():
@@ -248,15 +249,8 @@ class ReadAhead:
                 ahead = claims.claim(-1)
                 if ahead is None:
                     break
-                own[ahead] = list(self._read_here(ahead))
+                own[ahead] = list(self._reader.read(ahead))
             yield from self._receive(index, connection)
-
-    def _read_here(self, index: int) -> Iterator[PreparedBatch]:
-        job_index, chunk = self.chunks[index]
-        job = self._jobs[job_index]
-        preparer = _preparer(self._preparers, self._normalized, job_index, job.context)
-        for batch in job.source.read_chunk(chunk):
-            yield preparer.prepare(batch)
 
     def _receive(self, index: int, connection: Connection) -> Iterator[tuple[int, PreparedBatch]]:
         while True:

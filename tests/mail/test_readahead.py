@@ -49,6 +49,19 @@ def corpus(tmp_path) -> Path:
     return root
 
 
+def fail_reads_in_readers(monkeypatch, fails) -> None:  # type: ignore[no-untyped-def]
+    """Make reader processes raise on the chunks for which ``fails(source, chunk)`` is true."""
+    parent = os.getpid()
+    original = FilesSource.read_chunk
+
+    def failing(self, chunk):  # type: ignore[no-untyped-def]
+        if os.getpid() != parent and fails(self, chunk):
+            raise RuntimeError("disk read failed")
+        return original(self, chunk)
+
+    monkeypatch.setattr(FilesSource, "read_chunk", failing)
+
+
 def fresh_sqlite(path: Path):
     engine = make_engine(f"sqlite:///{path}")
     create_schema(engine)
@@ -107,18 +120,13 @@ def test_readers_store_what_one_process_stores(engine, corpus, tmp_path):
 def test_failed_reader_leaves_folder_to_importer(engine, corpus, tmp_path, monkeypatch, caplog):
     reference_engine = fresh_sqlite(tmp_path / "reference.db")
     expected = run_import(reference_engine, corpus, readers=0)
-    parent = os.getpid()
-    original = FilesSource.read_chunk
     seen = {"count": 0}
 
-    def failing(self, chunk):  # type: ignore[no-untyped-def]
-        if os.getpid() != parent:
-            seen["count"] += 1
-            if seen["count"] == 3:
-                raise RuntimeError("disk read failed")
-        return original(self, chunk)
+    def third_chunk(source, chunk):  # type: ignore[no-untyped-def]
+        seen["count"] += 1
+        return seen["count"] == 3
 
-    monkeypatch.setattr(FilesSource, "read_chunk", failing)
+    fail_reads_in_readers(monkeypatch, third_chunk)
     with caplog.at_level(logging.WARNING, logger="bot.mail.ingest"):
         got = run_import(engine, corpus, readers=1)
     assert "RuntimeError: disk read failed" in caplog.text
@@ -291,16 +299,8 @@ def test_one_run_matches_separate_imports(engine, team, tmp_path, readers):
 
 def test_failed_reader_in_second_mailbox(engine, team, tmp_path, monkeypatch, caplog):
     reference, expected = separate_reference(tmp_path, team)
-    parent = os.getpid()
-    original = FilesSource.read_chunk
     second = team[1][0]
-
-    def failing(self, chunk):  # type: ignore[no-untyped-def]
-        if os.getpid() != parent and self.path == second and chunk.folder.role.value == "sent":
-            raise RuntimeError("disk read failed")
-        return original(self, chunk)
-
-    monkeypatch.setattr(FilesSource, "read_chunk", failing)
+    fail_reads_in_readers(monkeypatch, lambda source, chunk: source.path == second and chunk.folder.role.value == "sent")
     with caplog.at_level(logging.WARNING, logger="bot.mail.ingest"):
         got = run_together(engine, team, readers=2)
     assert "RuntimeError: disk read failed" in caplog.text
