@@ -31,7 +31,7 @@ from bot.mail.types import Batch, MailItem, Participant
 from bot.relationships.addresses import address_kind, normalize_address, split_via_name
 from bot.relationships.domains import DomainPolicy
 from bot.relationships.identity import owner_domain_policy
-from bot.storage.db import retry_write
+from bot.storage.db import BackgroundCheckpoints, retry_write
 from bot.storage.models import (
     LOCAL_TEAM,
     FolderState,
@@ -519,10 +519,15 @@ class Preparer:
 class Importer:
     """Batch writer for one mailbox, with the caches that make later batches cheap."""
 
-    def __init__(self, engine: Engine, mailbox: Mailbox, settings: Settings):
+    def __init__(
+        self, engine: Engine, mailbox: Mailbox, settings: Settings, *, checkpoints: BackgroundCheckpoints | None = None
+    ):
+        """``checkpoints`` is a running checkpoint thread that copies the SQLite log for
+        the batches' commits."""
         self.engine = engine
         self.mailbox = mailbox
         self.settings = settings
+        self.checkpoints = checkpoints
         self.context = PrepareContext.of(engine, mailbox, settings)
         self.preparer = Preparer(self.context)
         with engine.connect() as connection:
@@ -591,7 +596,10 @@ class Importer:
             prepared.append(entry)
         counts["stored"] = len(prepared)
 
+        checkpoints = self.checkpoints
         with self.engine.begin() as connection:
+            if checkpoints is not None:
+                checkpoints.defer(connection)
             ids = self.book.resolve(connection, wanted) if wanted else {}
             if prepared:
                 rows = [(*row, ids[sender] if sender else None) for row, sender, _, _ in prepared]
@@ -620,6 +628,8 @@ class Importer:
                     connection, "UPDATE message SET copies = copies + 1 WHERE mailbox_id = {} AND fingerprint = {}", copies
                 )
             self._save_cursor(connection, batch, counts["stored"])
+        if checkpoints is not None:
+            checkpoints.notify()
         # Only after the commit do the caches and the summary learn about the batch, so a
         # retried transaction starts from the same state.
         self.book.commit()
@@ -819,12 +829,16 @@ def import_sources(
                     if hasattr(job.source, "plan"):
                         todo[index] = _job_folders(job)
                 reader = _start_readers(engine, settings, jobs, todo, readers)
-            if reader is not None:
-                _store_read_ahead(reader, engine, settings, jobs, importers, todo, summaries, progress)
-            for index, job in enumerate(jobs):
-                _import_job(engine, settings, jobs, index, importers, todo[index], summaries[index], progress)
-                _finish_run(engine, job.mailbox, run_ids[index], summaries[index])
-                finished.add(index)
+            # The checkpoint thread starts after the readers are forked.
+            with BackgroundCheckpoints(engine) as checkpoints:
+                if reader is not None:
+                    _store_read_ahead(reader, engine, settings, jobs, importers, todo, summaries, progress, checkpoints)
+                for index, job in enumerate(jobs):
+                    _import_job(
+                        engine, settings, jobs, index, importers, todo[index], summaries[index], progress, checkpoints
+                    )
+                    _finish_run(engine, job.mailbox, run_ids[index], summaries[index])
+                    finished.add(index)
     except Exception as exc:
         for index, job in enumerate(jobs):
             if index not in finished:
@@ -842,10 +856,17 @@ def _job_folders(job: ImportJob) -> list[FolderRef]:
     return list(job.folders if job.folders is not None else job.source.folders())
 
 
-def _importer(engine: Engine, settings: Settings, jobs: list[ImportJob], importers: dict[int, Importer], index: int) -> Importer:
+def _importer(
+    engine: Engine,
+    settings: Settings,
+    jobs: list[ImportJob],
+    importers: dict[int, Importer],
+    index: int,
+    checkpoints: BackgroundCheckpoints,
+) -> Importer:
     importer = importers.get(index)
     if importer is None:
-        importer = importers[index] = Importer(engine, jobs[index].mailbox, settings)
+        importer = importers[index] = Importer(engine, jobs[index].mailbox, settings, checkpoints=checkpoints)
     return importer
 
 
@@ -858,6 +879,7 @@ def _import_job(
     folders: list[FolderRef] | None,
     summary: ImportSummary,
     progress: ProgressCallback | None,
+    checkpoints: BackgroundCheckpoints,
 ) -> None:
     """Read in this process the folders of a job that the readers did not store.
 
@@ -868,7 +890,7 @@ def _import_job(
     try:
         for folder in _job_folders(job) if folders is None else folders:
             summary.folders += 1
-            importer = _importer(engine, settings, jobs, importers, index)
+            importer = _importer(engine, settings, jobs, importers, index, checkpoints)
             _import_folder(engine, importer, mailbox, job.source, folder, summary, progress)
     except SourceDeferred as exc:
         summary.outcome = "deferred"
@@ -915,6 +937,7 @@ def _store_read_ahead(
     todo: list[list[FolderRef] | None],
     summaries: list[ImportSummary],
     progress: ProgressCallback | None,
+    checkpoints: BackgroundCheckpoints,
 ) -> None:
     """Store what the reader processes send, and leave in ``todo`` what is still to read.
 
@@ -936,7 +959,7 @@ def _store_read_ahead(
             if batch.complete:
                 # As in _import_folder: a file folder read to its end keeps no cursor.
                 batch.cursor = None
-            _importer(engine, settings, jobs, importers, job_index).store_prepared(batch, summaries[job_index])
+            _importer(engine, settings, jobs, importers, job_index, checkpoints).store_prepared(batch, summaries[job_index])
             if progress is not None:
                 progress(batch.counts["read"])
     except ReadAheadFailed as exc:

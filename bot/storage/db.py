@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,6 +79,11 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection, record):  # type: ignore[no-untyped-def]
+        if record.info.pop(_DEFERRED_KEY, False):
+            dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}")
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection):  # type: ignore[no-untyped-def]
         # A deferred transaction that reads and then writes fails at once with SQLITE_BUSY in
@@ -87,6 +93,87 @@ def _configure_sqlite(engine: Engine) -> None:
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+# SQLite's default: a commit that leaves more pages than this in the write-ahead log copies
+# them into the database file before it returns.
+SQLITE_AUTOCHECKPOINT_PAGES = 1000
+# While a checkpoint thread runs, a writer copies the log itself only past this many pages
+# (40 MB of 4 KB pages), which happens only when the thread falls far behind.
+DEFERRED_AUTOCHECKPOINT_PAGES = 10_000
+_DEFERRED_KEY = "deferred_autocheckpoint"
+
+
+class BackgroundCheckpoints:
+    """A thread that copies the write-ahead log into a SQLite database file.
+
+    In WAL mode the commit that takes the log past 1,000 pages copies it into the
+    database file and syncs both files before it returns, so a long run of write
+    transactions pauses every few commits. Inside this context the writer calls
+    ``defer(connection)`` in each transaction and ``notify()`` after each commit, and the
+    checkpoints run here instead, on a connection of their own. The sqlite3 module
+    releases the GIL while SQLite works, so the copy and the syncs overlap the writer's
+    next batch. A checkpoint of this kind never blocks the writer and never loses data.
+
+    Outside SQLite files (PostgreSQL, in-memory SQLite) the context does nothing. Start it
+    after any fork, since a process must not fork while a second thread runs.
+    """
+
+    def __init__(self, engine: Engine):
+        database = engine.url.database if is_sqlite(engine) else None
+        self._path = database if database and database != ":memory:" and not database.startswith("file:") else None
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self.checkpoints = 0
+
+    @property
+    def active(self) -> bool:
+        return self._thread is not None
+
+    def __enter__(self) -> BackgroundCheckpoints:
+        if self._path is not None:
+            self._thread = threading.Thread(target=self._run, args=(self._path,), name="wal-checkpoints", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._stop = True
+            self._wake.set()
+            self._thread.join()
+            self._thread = None
+
+    def defer(self, connection) -> None:  # type: ignore[no-untyped-def]
+        """Raise the checkpoint threshold of a writer's connection until it returns to the pool."""
+        if self._thread is not None:
+            connection.exec_driver_sql(f"PRAGMA wal_autocheckpoint={DEFERRED_AUTOCHECKPOINT_PAGES}")
+            connection.connection.info[_DEFERRED_KEY] = True
+
+    def notify(self) -> None:
+        """Tell the thread that a transaction committed."""
+        self._wake.set()
+
+    def _run(self, path: str) -> None:
+        try:
+            connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            log.warning("checkpoint thread could not open %s (%s); commits copy the log themselves", path, exc)
+            return
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stop:
+                    return
+                try:
+                    # PASSIVE copies what no reader still needs and never waits for a lock.
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.checkpoints += 1
+                except sqlite3.Error as exc:
+                    log.warning("checkpoint of %s failed (%s); a later commit copies the log", path, exc)
+        finally:
+            connection.close()
 
 
 @contextmanager
