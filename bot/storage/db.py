@@ -113,7 +113,8 @@ class BackgroundCheckpoints:
     ``defer(connection)`` in each transaction and ``notify()`` after each commit, and the
     checkpoints run here instead, on a connection of their own. The sqlite3 module
     releases the GIL while SQLite works, so the copy and the syncs overlap the writer's
-    next batch. A checkpoint of this kind never blocks the writer and never loses data.
+    next batch. A PASSIVE checkpoint does not wait for the writer, and SQLite keeps
+    committed data through a crash in the middle of one.
 
     Outside SQLite files (PostgreSQL, in-memory SQLite) the context does nothing. Start it
     after any fork, since a process must not fork while a second thread runs.
@@ -167,7 +168,7 @@ class BackgroundCheckpoints:
                 if self._stop:
                     return
                 try:
-                    # PASSIVE copies what no reader still needs and never waits for a lock.
+                    # PASSIVE copies the frames that no reader still needs, without waiting for locks.
                     connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                     self.checkpoints += 1
                 except sqlite3.Error as exc:

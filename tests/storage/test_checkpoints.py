@@ -31,7 +31,7 @@ def _write_rows(engine, checkpoints: BackgroundCheckpoints, count: int) -> None:
         checkpoints.notify()
 
 
-def test_thread_copies_the_log_into_the_database_file(tmp_path):
+def test_thread_copies_log_to_file(tmp_path):
     path = tmp_path / "store.db"
     engine = make_engine(f"sqlite:///{path}")
     with engine.begin() as connection:
@@ -47,7 +47,7 @@ def test_thread_copies_the_log_into_the_database_file(tmp_path):
         assert connection.execute(text("SELECT COUNT(*) FROM notes")).scalar() == 200
 
 
-def test_connections_get_the_default_threshold_back(tmp_path):
+def test_pool_restores_default_threshold(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
     with engine.begin() as connection:
         connection.execute(text("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)"))
@@ -58,7 +58,7 @@ def test_connections_get_the_default_threshold_back(tmp_path):
             assert _autocheckpoint(connection) == SQLITE_AUTOCHECKPOINT_PAGES
 
 
-def test_nothing_runs_without_a_database_file(engine):
+def test_inactive_without_database_file(engine):
     if engine.dialect.name == "sqlite":
         engine = make_engine("sqlite://")
     with BackgroundCheckpoints(engine) as checkpoints:
@@ -71,7 +71,7 @@ def test_nothing_runs_without_a_database_file(engine):
     assert checkpoints.checkpoints == 0
 
 
-def test_import_leaves_no_thread_behind(tmp_path):
+def test_import_joins_checkpoint_thread(tmp_path):
     url = f"sqlite:///{tmp_path / 'store.db'}"
     engine = make_engine(url)
     create_schema(engine)
