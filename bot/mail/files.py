@@ -158,6 +158,12 @@ def natural_key(name: str) -> tuple[tuple[int, int, str], ...]:
     return tuple(key)
 
 
+def _numbered_order(file: _MessageFile) -> tuple[int, str, str]:
+    position = file.position
+    digits = position.rstrip(".")
+    return int(digits), digits, position
+
+
 def _maildir_unique_name(file_name: str) -> str:
     """Return the part of a Maildir file name that flag changes keep ('123.host')."""
     return file_name.split(":", 1)[0]
@@ -167,9 +173,13 @@ def _is_maildir(path: Path) -> bool:
     return (path / "cur").is_dir() and (path / "new").is_dir()
 
 
-def _looks_like_mbox(path: str) -> bool:
-    """Return True for an mbox file: by suffix, or by a 'From ' line at its start."""
-    name = os.path.basename(path)
+def _looks_like_mbox(path: str, name: str | None = None) -> bool:
+    """Return True for an mbox file: by suffix, or by a 'From ' line at its start.
+
+    ``name`` is the file name of ``path``, when the caller has it already.
+    """
+    if name is None:
+        name = os.path.basename(path)
     if _NUMBERED_FILE.match(name):
         return False
     suffix = os.path.splitext(name)[1].lower()
@@ -275,6 +285,9 @@ class FilesSource:
         self.max_message_bytes = max_message_bytes
         self.skip_counts: Counter[str] = Counter()
         self._folders: dict[str, _Folder] | None = None
+        # The message files that the last scan found in each file folder, as (name, path)
+        # pairs. The first plan of a folder takes them instead of listing it again.
+        self._scanned_files: dict[str, list[tuple[str, str]]] = {}
         self._now = datetime.now(timezone.utc)  # the time each read() started
 
     # --- Folders
@@ -294,6 +307,7 @@ class FilesSource:
             return [_Folder(ref, "single", root)]
         found: list[_Folder] = []
         pending = [(root, ".")]
+        self._scanned_files = {}
         while pending:
             directory, relative = pending.pop()
             found.extend(self._scan_directory(directory, relative, pending))
@@ -322,22 +336,23 @@ class FilesSource:
             if not name.startswith(".") or _is_maildir(directory / name):
                 pending.append((directory / name, prefix + name))
         found: list[_Folder] = []
-        has_messages = False
+        message_files: list[tuple[str, str]] = []
         for entry in entries:
             if entry.name.startswith(".") or not entry.is_file():
                 continue
-            if not _looks_like_mbox(entry.path):
-                has_messages = True
+            if not _looks_like_mbox(entry.path, entry.name):
+                message_files.append((entry.name, entry.path))
                 continue
             key = prefix + entry.name
             suffix = os.path.splitext(entry.name)[1]
             name = key[: -len(suffix)] if suffix.lower() in _MBOX_SUFFIXES else key
             ref = FolderRef(key=key, name=name, role=folder_role(name))
             found.append(_Folder(ref, "mbox", directory / entry.name))
-        if has_messages:
+        if message_files:
             name = self.path.name if relative == "." else relative
             ref = FolderRef(key=relative, name=name, role=folder_role(name))
             found.append(_Folder(ref, "files", directory))
+            self._scanned_files[relative] = message_files
         return found
 
     def _maildir_folder(self, path: Path, relative: str) -> _Folder:
@@ -415,12 +430,15 @@ class FilesSource:
 
     def _message_files(self, spec: _Folder) -> list[_MessageFile]:
         """List the message files of a folder, leaving out hidden files and mboxes."""
+        prefix = self._ref_prefix(spec)
+        scanned = self._scanned_files.pop(spec.ref.key, None)
+        if scanned is not None:
+            return [_MessageFile(name, prefix + name, path) for name, path in scanned]
         mbox_paths = {
             str(folder.path)
             for folder in (self._folders or {}).values()
             if folder.layout == "mbox"
         }
-        prefix = self._ref_prefix(spec)
         files: list[_MessageFile] = []
         for entry in self._list_directory(spec.path):
             if entry.name.startswith(".") or entry.path in mbox_paths:
@@ -463,7 +481,12 @@ class FilesSource:
         def order(file: _MessageFile) -> tuple[tuple[tuple[int, int, str], ...], str]:
             return natural_key(file.position), file.position
 
-        ordered = sorted(files, key=order)
+        if all(_NUMBERED_FILE.match(file.position) for file in files):
+            # Numbered files ('17.') in the same order, from a cheaper key: the number, its
+            # digits (so '017.' comes before '17.'), then the name ('17' before '17.').
+            ordered = sorted(files, key=_numbered_order)
+        else:
+            ordered = sorted(files, key=order)
         if cursor:
             after = (natural_key(cursor), cursor)
             ordered = [file for file in ordered if order(file) > after]

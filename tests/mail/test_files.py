@@ -125,6 +125,22 @@ def test_natural_key_orders_numbers_by_value() -> None:
     ]
 
 
+def test_numbered_files_sort_in_natural_order(tmp_path: Path) -> None:
+    names = ["10.", "017.", "9", "17.", "17", "9.", "0.", "100", "1."]
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_bytes(message(f"message {name}"))
+    source = FilesSource(tmp_path)
+    [chunk] = source.plan(folder_by_key(source, "inbox"), None)
+    expected = sorted(names, key=lambda name: (natural_key(name), name))
+    assert [file.position for file in chunk.files] == expected
+    assert expected[:5] == ["0.", "1.", "9", "9.", "10."]
+    # The cursor keeps only the files after it, in the same order.
+    [rest] = source.plan(folder_by_key(source, "inbox"), "17")
+    assert [file.position for file in rest.files] == ["17.", "100"]
+
+
 def test_files_read_in_numeric_order(tmp_path: Path) -> None:
     folder = tmp_path / "inbox"
     folder.mkdir()
