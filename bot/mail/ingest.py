@@ -30,7 +30,6 @@ from bot.mail.threads import subject_key
 from bot.mail.types import Batch, MailItem, Participant
 from bot.relationships.addresses import address_kind, normalize_address, split_via_name
 from bot.relationships.domains import DomainPolicy
-from bot.relationships.identity import owner_domain_policy
 from bot.storage.db import BackgroundCheckpoints, retry_write
 from bot.storage.models import (
     LOCAL_TEAM,
@@ -520,10 +519,17 @@ class Importer:
     """Batch writer for one mailbox, with the caches that make later batches cheap."""
 
     def __init__(
-        self, engine: Engine, mailbox: Mailbox, settings: Settings, *, checkpoints: BackgroundCheckpoints | None = None
+        self,
+        engine: Engine,
+        mailbox: Mailbox,
+        settings: Settings,
+        *,
+        checkpoints: BackgroundCheckpoints | None = None,
+        book: AddressBook | None = None,
     ):
         """``checkpoints`` is a running checkpoint thread that copies the SQLite log for
-        the batches' commits."""
+        the batches' commits. ``book`` is the address book of the mailbox's team, when
+        another importer of this process loaded it already."""
         self.engine = engine
         self.mailbox = mailbox
         self.settings = settings
@@ -531,12 +537,11 @@ class Importer:
         self.context = PrepareContext.of(engine, mailbox, settings)
         self.preparer = Preparer(self.context)
         with engine.connect() as connection:
-            owner_addresses = [
-                row[0]
-                for row in _driver_rows(connection, "SELECT address FROM owneraddress WHERE mailbox_id = {}", (mailbox.id,))
-            ]
-            self.policy = owner_domain_policy(settings, owner_addresses)
-            self.book = AddressBook(connection, mailbox.team_id, self.policy)
+            if book is None or book.team_id != mailbox.team_id:
+                # New addresses need only their domain and whether it is free mail, which
+                # do not depend on the owner, so the policy has no internal domains.
+                book = AddressBook(connection, mailbox.team_id, DomainPolicy(freemail_extra=settings.extra_freemail()))
+            self.book = book
             self.fingerprints: set[str] = {
                 row[0]
                 for row in _driver_rows(connection, "SELECT fingerprint FROM message WHERE mailbox_id = {}", (mailbox.id,))
@@ -818,7 +823,6 @@ def import_sources(
     summaries = [ImportSummary() for _ in jobs]
     run_ids = [_start_run(engine, job.mailbox, kind) for job in jobs]
     finished: set[int] = set()
-    importers: dict[int, Importer] = {}
     reader = None
     try:
         with _fewer_collections():
@@ -831,12 +835,11 @@ def import_sources(
                 reader = _start_readers(engine, settings, jobs, todo, readers)
             # The checkpoint thread starts after the readers are forked.
             with BackgroundCheckpoints(engine) as checkpoints:
+                importers = _Importers(engine, settings, jobs, checkpoints)
                 if reader is not None:
-                    _store_read_ahead(reader, engine, settings, jobs, importers, todo, summaries, progress, checkpoints)
+                    _store_read_ahead(reader, importers, todo, summaries, progress)
                 for index, job in enumerate(jobs):
-                    _import_job(
-                        engine, settings, jobs, index, importers, todo[index], summaries[index], progress, checkpoints
-                    )
+                    _import_job(importers, index, todo[index], summaries[index], progress)
                     _finish_run(engine, job.mailbox, run_ids[index], summaries[index])
                     finished.add(index)
     except Exception as exc:
@@ -856,42 +859,51 @@ def _job_folders(job: ImportJob) -> list[FolderRef]:
     return list(job.folders if job.folders is not None else job.source.folders())
 
 
-def _importer(
-    engine: Engine,
-    settings: Settings,
-    jobs: list[ImportJob],
-    importers: dict[int, Importer],
-    index: int,
-    checkpoints: BackgroundCheckpoints,
-) -> Importer:
-    importer = importers.get(index)
-    if importer is None:
-        importer = importers[index] = Importer(engine, jobs[index].mailbox, settings, checkpoints=checkpoints)
-    return importer
+class _Importers:
+    """The importers of one run, made when a job's first batch arrives. The jobs of one
+    team share one address book, so that it is loaded once."""
+
+    def __init__(self, engine: Engine, settings: Settings, jobs: list[ImportJob], checkpoints: BackgroundCheckpoints):
+        self.engine = engine
+        self.settings = settings
+        self.jobs = jobs
+        self.checkpoints = checkpoints
+        self._importers: dict[int, Importer] = {}
+        self._books: dict[str, AddressBook] = {}
+
+    def __getitem__(self, index: int) -> Importer:
+        importer = self._importers.get(index)
+        if importer is None:
+            mailbox = self.jobs[index].mailbox
+            importer = Importer(
+                self.engine,
+                mailbox,
+                self.settings,
+                checkpoints=self.checkpoints,
+                book=self._books.get(mailbox.team_id),
+            )
+            self._importers[index] = importer
+            self._books[mailbox.team_id] = importer.book
+        return importer
 
 
 def _import_job(
-    engine: Engine,
-    settings: Settings,
-    jobs: list[ImportJob],
+    importers: _Importers,
     index: int,
-    importers: dict[int, Importer],
     folders: list[FolderRef] | None,
     summary: ImportSummary,
     progress: ProgressCallback | None,
-    checkpoints: BackgroundCheckpoints,
 ) -> None:
     """Read in this process the folders of a job that the readers did not store.
 
     ``folders`` None reads all the job's folders.
     """
-    job = jobs[index]
+    job = importers.jobs[index]
     mailbox = job.mailbox
     try:
         for folder in _job_folders(job) if folders is None else folders:
             summary.folders += 1
-            importer = _importer(engine, settings, jobs, importers, index, checkpoints)
-            _import_folder(engine, importer, mailbox, job.source, folder, summary, progress)
+            _import_folder(importers.engine, importers[index], mailbox, job.source, folder, summary, progress)
     except SourceDeferred as exc:
         summary.outcome = "deferred"
         summary.retry_after_seconds = exc.retry_after_seconds
@@ -930,14 +942,10 @@ def _start_readers(
 
 def _store_read_ahead(
     reader,  # type: ignore[no-untyped-def]
-    engine: Engine,
-    settings: Settings,
-    jobs: list[ImportJob],
-    importers: dict[int, Importer],
+    importers: _Importers,
     todo: list[list[FolderRef] | None],
     summaries: list[ImportSummary],
     progress: ProgressCallback | None,
-    checkpoints: BackgroundCheckpoints,
 ) -> None:
     """Store what the reader processes send, and leave in ``todo`` what is still to read.
 
@@ -959,7 +967,7 @@ def _store_read_ahead(
             if batch.complete:
                 # As in _import_folder: a file folder read to its end keeps no cursor.
                 batch.cursor = None
-            _importer(engine, settings, jobs, importers, job_index, checkpoints).store_prepared(batch, summaries[job_index])
+            importers[job_index].store_prepared(batch, summaries[job_index])
             if progress is not None:
                 progress(batch.counts["read"])
     except ReadAheadFailed as exc:
