@@ -821,8 +821,9 @@ def import_sources(
     mailboxes not yet finished as failed and is raised.
     """
     summaries = [ImportSummary() for _ in jobs]
-    run_ids = [_start_run(engine, job.mailbox, kind) for job in jobs]
+    run_ids = _start_runs(engine, jobs, kind)
     finished: set[int] = set()
+    unrecorded: list[tuple[Mailbox, int, ImportSummary]] = []  # finished runs not yet written
     reader = None
     try:
         with _fewer_collections():
@@ -839,15 +840,22 @@ def import_sources(
                 if reader is not None:
                     _store_read_ahead(reader, importers, todo, summaries, progress)
                 for index, job in enumerate(jobs):
+                    if todo[index] != []:
+                        # This job is read here, which may take long, so the runs
+                        # finished before it are recorded first.
+                        _finish_runs(engine, unrecorded)
+                        unrecorded = []
                     _import_job(importers, index, todo[index], summaries[index], progress)
-                    _finish_run(engine, job.mailbox, run_ids[index], summaries[index])
+                    unrecorded.append((job.mailbox, run_ids[index], summaries[index]))
                     finished.add(index)
+                _finish_runs(engine, unrecorded)
     except Exception as exc:
         for index, job in enumerate(jobs):
             if index not in finished:
                 summaries[index].outcome = "failed"
                 summaries[index].error = f"{type(exc).__name__}: {exc}"
-                _finish_run(engine, job.mailbox, run_ids[index], summaries[index])
+                unrecorded.append((job.mailbox, run_ids[index], summaries[index]))
+        _finish_runs(engine, unrecorded)
         raise
     finally:
         if reader is not None:
@@ -1058,33 +1066,44 @@ def _import_folder(
             cursor = None
 
 
-def _start_run(engine: Engine, mailbox: Mailbox, kind: str) -> int:
-    def _write() -> int:
+def _start_runs(engine: Engine, jobs: list[ImportJob], kind: str) -> list[int]:
+    """Record a started sync run for each job's mailbox in one transaction; return their ids."""
+
+    def _write() -> list[int]:
+        started = utcnow()
         with Session(engine) as session:
-            run = SyncRun(team_id=mailbox.team_id, mailbox_id=mailbox.id, kind=kind, started_at=utcnow())
-            session.add(run)
+            runs = [
+                SyncRun(team_id=job.mailbox.team_id, mailbox_id=job.mailbox.id, kind=kind, started_at=started)
+                for job in jobs
+            ]
+            session.add_all(runs)
             session.commit()
-            return run.id
+            return [run.id for run in runs]
 
     return retry_write(_write)
 
 
-def _finish_run(engine: Engine, mailbox: Mailbox, run_id: int, summary: ImportSummary) -> None:
+def _finish_runs(engine: Engine, runs: list[tuple[Mailbox, int, ImportSummary]]) -> None:
+    """Record the outcomes of sync runs in one transaction and add their counts to their mailboxes."""
+    if not runs:
+        return
+
     def _write() -> None:
         now = utcnow()
         with Session(engine) as session:
-            run = session.get(SyncRun, run_id)
-            run.finished_at = now
-            run.outcome = summary.outcome
-            run.error = summary.error
-            run.counts = summary.as_dict()
-            session.add(run)
-            box = session.get(Mailbox, mailbox.id)
-            box.messages_read += summary.read
-            box.messages_skipped += summary.skipped_total
-            if summary.outcome == "ok":
-                box.last_import_at = now
-            session.add(box)
+            for mailbox, run_id, summary in runs:
+                run = session.get(SyncRun, run_id)
+                run.finished_at = now
+                run.outcome = summary.outcome
+                run.error = summary.error
+                run.counts = summary.as_dict()
+                session.add(run)
+                box = session.get(Mailbox, mailbox.id)
+                box.messages_read += summary.read
+                box.messages_skipped += summary.skipped_total
+                if summary.outcome == "ok":
+                    box.last_import_at = now
+                session.add(box)
             session.commit()
 
     retry_write(_write)
