@@ -308,15 +308,19 @@ MESSAGE_COLUMNS = (
 _MID = MESSAGE_COLUMNS.index("internet_message_id")
 _FINGERPRINT = MESSAGE_COLUMNS.index("fingerprint")
 
-# A prepared message: (row, sender, participants, needed), where row follows
-# MESSAGE_COLUMNS, participants are groups of (address, role) pairs and needed are groups
-# of the (address, display name, kind or None) triples the message wants ids for. The
-# first group of each contains the recipients, and messages with the same recipient lists
-# share that group: the pipe from a reader sends it once per batch, and the writer merges
-# its names once.
+# A prepared message: (row, sender, participants), where row follows MESSAGE_COLUMNS and
+# participants are groups of (address, role) pairs. The first group contains the
+# recipients, and messages with the same recipient lists share it, so the pipe from a
+# reader sends it once per batch.
 _Pairs = tuple[tuple[str, str], ...]
 _Triples = tuple[tuple[str, "str | None", "str | None"], ...]
-Prepared = tuple[tuple, "str | None", tuple[_Pairs, _Pairs], tuple[_Triples, _Triples]]
+Prepared = tuple[tuple, "str | None", tuple[_Pairs, _Pairs]]
+# What prepare_item returns: a Prepared message and the groups of (address, display name,
+# kind or None) triples it wants ids for, recipients first.
+PreparedItem = tuple[tuple, "str | None", tuple[_Pairs, _Pairs], tuple[_Triples, _Triples]]
+# The addresses a batch wants ids for: address -> (display name, kind or None), merged
+# over all its messages, copies included.
+Wanted = dict[str, tuple["str | None", "str | None"]]
 # The recipient part of a prepared message: participants, needed, the number of distinct
 # recipient addresses and those addresses sorted and joined for the fingerprint.
 _RecipientWork = tuple[_Pairs, _Triples, int, str]
@@ -362,6 +366,7 @@ class PreparedBatch:
     complete: bool
     entries: list[Prepared]
     counts: Counter  # "read" and "skip:<reason>"
+    wanted: Wanted = field(default_factory=dict)
 
 
 def sqlite_time(value: datetime) -> str:
@@ -396,23 +401,34 @@ class Preparer:
     def prepare(self, batch: Batch) -> PreparedBatch:
         counts: Counter = Counter()
         entries: list[Prepared] = []
+        wanted: Wanted = {}
+        # Recipient groups merged already, by id. The values keep the groups alive, so
+        # that no other group gets the same id within the batch.
+        merged: dict[int, _Triples] = {}
         for item in batch.items:
             if item.sent_at is None:
                 counts["skip:missing-date"] += 1
                 log.warning("skipped %s: no valid Date or Received header", item.source_ref)
                 continue
-            entry = self.prepare_item(item)
-            if entry is None:
+            prepared = self.prepare_item(item)
+            if prepared is None:
                 counts["skip:no-participants"] += 1
                 log.warning("skipped %s: no sender and no recipient with an address", item.source_ref)
                 continue
-            entries.append(entry)
+            row, sender, participants, (recipient_needed, sender_needed) = prepared
+            entries.append((row, sender, participants))
+            if id(recipient_needed) not in merged:
+                merged[id(recipient_needed)] = recipient_needed
+                _merge_wanted(wanted, recipient_needed)
+            _merge_wanted(wanted, sender_needed)
         for skipped in batch.skipped:
             counts["skip:" + skipped.reason] += 1
         counts["read"] = len(batch.items) + len(batch.skipped)
-        return PreparedBatch(batch.folder_key, batch.folder_role.value, batch.cursor, batch.complete, entries, counts)
+        return PreparedBatch(
+            batch.folder_key, batch.folder_role.value, batch.cursor, batch.complete, entries, counts, wanted
+        )
 
-    def prepare_item(self, item: MailItem) -> Prepared | None:
+    def prepare_item(self, item: MailItem) -> PreparedItem | None:
         """Build the message row of an item, or None when it names no address at all."""
         normalize = self.normalize
         sender_participant = item.sender
@@ -515,6 +531,16 @@ class Preparer:
         return work
 
 
+def _merge_wanted(wanted: Wanted, group: _Triples) -> None:
+    """Add (address, display name, kind) triples to ``wanted``; the first name and kind given win."""
+    for address, name, kind in group:
+        current = wanted.get(address)
+        if current is None:
+            wanted[address] = (name, kind)
+        elif (name and not current[0]) or (kind and not current[1]):
+            wanted[address] = (current[0] or name, current[1] or kind)
+
+
 class Importer:
     """Batch writer for one mailbox, with the caches that make later batches cheap."""
 
@@ -568,24 +594,10 @@ class Importer:
         added_ids: set[str] = set()
         counts: Counter = Counter(batch.counts)
         prepared: list[Prepared] = []
-        wanted: dict[str, tuple[str | None, str | None]] = {}
         duplicate_fingerprints: list[str] = []
         known_fingerprints = self.fingerprints
         known_ids = self.message_ids
-        merged: set[int] = set()  # ids of the groups merged already, which the batch keeps alive
         for entry in batch.entries:
-            # Copies count too: a copy may name a person whom the stored message left
-            # without a display name.
-            for group in entry[3]:
-                if id(group) in merged:
-                    continue
-                merged.add(id(group))
-                for address, name, kind in group:
-                    current = wanted.get(address)
-                    if current is None:
-                        wanted[address] = (name, kind)
-                    elif (name and not current[0]) or (kind and not current[1]):
-                        wanted[address] = (current[0] or name, current[1] or kind)
             row = entry[0]
             mid = row[_MID]
             fp = row[_FINGERPRINT]
@@ -605,9 +617,9 @@ class Importer:
         with self.engine.begin() as connection:
             if checkpoints is not None:
                 checkpoints.defer(connection)
-            ids = self.book.resolve(connection, wanted) if wanted else {}
+            ids = self.book.resolve(connection, batch.wanted) if batch.wanted else {}
             if prepared:
-                rows = [(*row, ids[sender] if sender else None) for row, sender, _, _ in prepared]
+                rows = [(*row, ids[sender] if sender else None) for row, sender, _ in prepared]
                 message_ids = _insert_rows(connection, "message", (*MESSAGE_COLUMNS, "from_address_id"), rows)
                 team_id = self.mailbox.team_id
                 participant_rows = [

@@ -32,14 +32,18 @@ def test_same_lists_share_recipient_rows():
     first = parse(message("dee@partner.example", 1), "1")
     second = parse(message("Eve <eve@other.example>", 2), "2")
     batch = Preparer(CONTEXT).prepare(Batch("inbox", FolderRole.INBOX, [first, second]))
-    (row1, sender1, pairs1, needed1), (row2, sender2, pairs2, needed2) = batch.entries
+    (row1, sender1, pairs1), (row2, sender2, pairs2) = batch.entries
     recipients = (("ann@partner.example", "to"), ("bo@partner.example", "to"), ("cy@partner.example", "cc"))
     assert pairs1 == (recipients, (("dee@partner.example", "from"),))
     assert pairs2 == (recipients, (("eve@other.example", "from"),))
     assert pairs1[0] is pairs2[0]
-    assert needed1[0] is needed2[0]
-    assert needed1[0][0] == ("ann@partner.example", "Ann Lee", None)
-    assert needed2[1] == (("eve@other.example", "Eve", None),)
+    assert batch.wanted == {
+        "ann@partner.example": ("Ann Lee", None),
+        "bo@partner.example": (None, None),
+        "cy@partner.example": (None, None),
+        "dee@partner.example": (None, None),
+        "eve@other.example": ("Eve", None),
+    }
     count = MESSAGE_COLUMNS.index("recipient_count")
     assert row1[count] == 3
     assert row2[count] == 3
@@ -51,6 +55,29 @@ def test_same_lists_share_recipient_rows():
     # The pipe to the writer carries the shared group once, and it stays shared.
     received = pickle.loads(pickle.dumps(batch))
     assert received.entries[0][2][0] is received.entries[1][2][0]
+
+
+def test_batch_merges_names_of_all_messages():
+    # The first message names nobody, a copy of it names Ann, and a list rewrote the third.
+    plain = MailItem(
+        source_ref="1", folder="inbox", folder_role=FolderRole.INBOX, sent_at=NOW,
+        sender=Participant("dee@partner.example"), to=(Participant("ann@partner.example"),),
+    )
+    named = MailItem(
+        source_ref="2", folder="inbox", folder_role=FolderRole.INBOX, sent_at=NOW,
+        sender=Participant("dee@partner.example", "Dee"), to=(Participant("ann@partner.example", "Ann Lee"),),
+    )
+    posted = MailItem(
+        source_ref="3", folder="inbox", folder_role=FolderRole.INBOX, sent_at=NOW,
+        sender=Participant("team@lists.partner.example", "Ann Lee via Team"),
+        author=Participant("ann@partner.example", "Ann Lee"), list_id="team.lists.partner.example",
+    )
+    batch = Preparer(CONTEXT).prepare(Batch("inbox", FolderRole.INBOX, [plain, named, posted]))
+    assert len(batch.entries) == 3
+    assert batch.wanted["ann@partner.example"] == ("Ann Lee", None)
+    assert batch.wanted["dee@partner.example"] == ("Dee", None)
+    assert batch.wanted["team@lists.partner.example"][1] == "list"
+    assert len(batch.wanted) == 3
 
 
 def test_mutable_lists_are_not_cached():
