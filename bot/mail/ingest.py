@@ -1,7 +1,9 @@
 """Store the items of a mail source: idempotent, resumable, one short transaction per batch.
 
 Each batch is written together with the folder cursor that follows it, so a crash loses at
-most the batch in flight and a new run resumes after the last stored batch. A message that
+most the batch in flight and a new run resumes after the last stored batch. Batches that
+reader processes delivered while the writer was busy are written together, in one
+transaction with all their cursors, up to GROUP_MESSAGES messages. A message that
 is already stored (same Message-ID, or the same fingerprint of date, sender, recipients,
 subject and body digest) counts as a duplicate and adds nothing.
 """
@@ -205,13 +207,18 @@ class AddressBook:
 
         Each unknown address gets a new person. A known address gets its missing display
         name, and a list address seen as a list for the first time is marked as one.
+        Several calls in one transaction see each other's changes, which stay pending
+        until ``commit``.
         """
         result: dict[str, int] = {}
         new: list[tuple[str, str | None, str]] = []
         named: list[tuple[str | None, int]] = []  # (display name, address id)
         listed: list[tuple[str | None, int]] = []
+        pending_ids, pending_named, pending_lists = self._pending
         for address, (name, kind) in wanted.items():
             known = self.ids.get(address)
+            if known is None:
+                known = pending_ids.get(address)
             if known is None:
                 if kind is None:
                     kind = address_kind(address)
@@ -220,11 +227,10 @@ class AddressBook:
                 new.append((address, name, kind))
                 continue
             result[address] = known
-            if kind == "list" and address not in self.lists:
+            if kind == "list" and address not in self.lists and address not in pending_lists:
                 listed.append((name, known))
-            elif name and address not in self.named:
+            elif name and address not in self.named and address not in pending_named:
                 named.append((name, known))
-        pending_ids: dict[str, int] = {}
         if new:
             now = _driver_now(connection)
             team_id = self.team_id
@@ -258,11 +264,8 @@ class AddressBook:
                 "WHERE id = (SELECT person_id FROM address WHERE id = {})",
                 listed,
             )
-        self._pending = (
-            pending_ids,
-            {a for a, (n, _) in wanted.items() if n},
-            {a for a, (_, k) in wanted.items() if k == "list"},
-        )
+        pending_named.update(a for a, (n, _) in wanted.items() if n)
+        pending_lists.update(a for a, (_, k) in wanted.items() if k == "list")
         return result
 
     def ensure(self, session: Session, address: str, name: str | None, kind: str | None = None) -> int:
@@ -276,10 +279,15 @@ class AddressBook:
         return address_id
 
     def commit(self) -> None:
+        """Keep what the calls of ``resolve`` since the last commit or discard added."""
         ids, named, lists = self._pending
         self.ids.update(ids)
         self.named |= named
         self.lists |= lists
+        self._pending = ({}, set(), set())
+
+    def discard(self) -> None:
+        """Forget what ``resolve`` added since the last commit, after a rolled-back transaction."""
         self._pending = ({}, set(), set())
 
 
@@ -315,7 +323,7 @@ _FINGERPRINT = MESSAGE_COLUMNS.index("fingerprint")
 _Pairs = tuple[tuple[str, str], ...]
 _Triples = tuple[tuple[str, "str | None", "str | None"], ...]
 Prepared = tuple[tuple, "str | None", tuple[_Pairs, _Pairs]]
-# What prepare_item returns: a Prepared message and the groups of (address, display name,
+# The result of prepare_item: a Prepared message and the groups of (address, display name,
 # kind or None) triples it wants ids for, recipients first.
 PreparedItem = tuple[tuple, "str | None", tuple[_Pairs, _Pairs], tuple[_Triples, _Triples]]
 # The addresses a batch wants ids for: address -> (display name, kind or None), merged
@@ -585,16 +593,76 @@ class Importer:
         """Store a batch and its folder cursor in one transaction."""
         self.store_prepared(self.preparer.prepare(batch), summary)
 
-    def store_prepared(self, batch: PreparedBatch, summary: ImportSummary) -> None:
-        """Store prepared rows and the batch's folder cursor in one transaction."""
-        retry_write(self._store_prepared, batch, summary)
+    def store_prepared(self, batch: PreparedBatch | list[PreparedBatch], summary: ImportSummary) -> None:
+        """Store prepared rows and the folder cursors of one batch, or of consecutive
+        batches, in one transaction."""
+        retry_write(self._store_prepared, batch if isinstance(batch, list) else [batch], summary)
 
-    def _store_prepared(self, batch: PreparedBatch, summary: ImportSummary) -> None:
+    def _store_prepared(self, batches: list[PreparedBatch], summary: ImportSummary) -> None:
         added_fingerprints: set[str] = set()
         added_ids: set[str] = set()
-        counts: Counter = Counter(batch.counts)
+        counts: Counter = Counter()
         prepared: list[Prepared] = []
+        stored_per_batch: list[int] = []
         duplicate_fingerprints: list[str] = []
+        known_fingerprints = self.fingerprints
+        known_ids = self.message_ids
+        for batch in batches:
+            counts.update(batch.counts)
+            before = len(prepared)
+            self._new_entries(batch, prepared, duplicate_fingerprints, added_fingerprints, added_ids)
+            stored_per_batch.append(len(prepared) - before)
+        counts["stored"] = len(prepared)
+        counts["duplicates"] = len(duplicate_fingerprints)
+
+        checkpoints = self.checkpoints
+        book = self.book
+        book.discard()  # the pending ids of an earlier, rolled-back attempt
+        with self.engine.begin() as connection:
+            if checkpoints is not None:
+                checkpoints.defer(connection)
+            ids: dict[str, int] = {}
+            # Batch by batch, as separate transactions would, so that new people are
+            # created in the same order and with the same names.
+            for batch in batches:
+                if batch.wanted:
+                    ids.update(book.resolve(connection, batch.wanted))
+            if prepared:
+                self._insert_messages(connection, prepared, ids)
+            mailbox_id = self.mailbox.id
+            copies = [
+                (mailbox_id, fp) for fp in duplicate_fingerprints if fp in known_fingerprints or fp in added_fingerprints
+            ]
+            if copies:
+                _driver_many(
+                    connection, "UPDATE message SET copies = copies + 1 WHERE mailbox_id = {} AND fingerprint = {}", copies
+                )
+            for batch, stored in zip(batches, stored_per_batch):
+                self._save_cursor(connection, batch, stored)
+        if checkpoints is not None:
+            checkpoints.notify()
+        # Only after the commit do the caches and the summary learn about the batches, so
+        # a retried transaction starts from the same state.
+        book.commit()
+        known_fingerprints |= added_fingerprints
+        known_ids |= added_ids
+        summary.read += counts["read"]
+        summary.stored += counts["stored"]
+        summary.duplicates += counts["duplicates"]
+        for key, value in counts.items():
+            if key.startswith("skip:"):
+                summary.skipped[key[5:]] += value
+
+    def _new_entries(
+        self,
+        batch: PreparedBatch,
+        prepared: list[Prepared],
+        duplicate_fingerprints: list[str],
+        added_fingerprints: set[str],
+        added_ids: set[str],
+    ) -> None:
+        """Append a batch's messages that are not stored yet to ``prepared``, and the
+        fingerprints of the others to ``duplicate_fingerprints``."""
         known_fingerprints = self.fingerprints
         known_ids = self.message_ids
         for entry in batch.entries:
@@ -604,60 +672,31 @@ class Importer:
             if fp in known_fingerprints or fp in added_fingerprints or (
                 mid and (mid in known_ids or mid in added_ids)
             ):
-                counts["duplicates"] += 1
                 duplicate_fingerprints.append(fp)
                 continue
             added_fingerprints.add(fp)
             if mid:
                 added_ids.add(mid)
             prepared.append(entry)
-        counts["stored"] = len(prepared)
 
-        checkpoints = self.checkpoints
-        with self.engine.begin() as connection:
-            if checkpoints is not None:
-                checkpoints.defer(connection)
-            ids = self.book.resolve(connection, batch.wanted) if batch.wanted else {}
-            if prepared:
-                rows = [(*row, ids[sender] if sender else None) for row, sender, _ in prepared]
-                message_ids = _insert_rows(connection, "message", (*MESSAGE_COLUMNS, "from_address_id"), rows)
-                team_id = self.mailbox.team_id
-                participant_rows = [
-                    (team_id, message_id, ids[address], role)
-                    for entry, message_id in zip(prepared, message_ids)
-                    for group in entry[2]
-                    for address, role in group
-                ]
-                if participant_rows:
-                    # The largest insert of a batch goes straight to the driver's executemany,
-                    # which skips SQLAlchemy's per-row parameter processing.
-                    _driver_many(
-                        connection,
-                        "INSERT INTO messageparticipant (team_id, message_id, address_id, role) VALUES ({}, {}, {}, {})",
-                        participant_rows,
-                    )
-            mailbox_id = self.mailbox.id
-            copies = [
-                (mailbox_id, fp) for fp in duplicate_fingerprints if fp in known_fingerprints or fp in added_fingerprints
-            ]
-            if copies:
-                _driver_many(
-                    connection, "UPDATE message SET copies = copies + 1 WHERE mailbox_id = {} AND fingerprint = {}", copies
-                )
-            self._save_cursor(connection, batch, counts["stored"])
-        if checkpoints is not None:
-            checkpoints.notify()
-        # Only after the commit do the caches and the summary learn about the batch, so a
-        # retried transaction starts from the same state.
-        self.book.commit()
-        known_fingerprints |= added_fingerprints
-        known_ids |= added_ids
-        summary.read += counts["read"]
-        summary.stored += counts["stored"]
-        summary.duplicates += counts["duplicates"]
-        for key, value in counts.items():
-            if key.startswith("skip:"):
-                summary.skipped[key[5:]] += value
+    def _insert_messages(self, connection, prepared: list[Prepared], ids: dict[str, int]) -> None:  # type: ignore[no-untyped-def]
+        rows = [(*row, ids[sender] if sender else None) for row, sender, _ in prepared]
+        message_ids = _insert_rows(connection, "message", (*MESSAGE_COLUMNS, "from_address_id"), rows)
+        team_id = self.mailbox.team_id
+        participant_rows = [
+            (team_id, message_id, ids[address], role)
+            for entry, message_id in zip(prepared, message_ids)
+            for group in entry[2]
+            for address, role in group
+        ]
+        if participant_rows:
+            # The largest insert of a batch goes straight to the driver's executemany,
+            # which skips SQLAlchemy's per-row parameter processing.
+            _driver_many(
+                connection,
+                "INSERT INTO messageparticipant (team_id, message_id, address_id, role) VALUES ({}, {}, {}, {})",
+                participant_rows,
+            )
 
     def _save_cursor(self, connection, batch: PreparedBatch, stored: int) -> None:  # type: ignore[no-untyped-def]
         now = _driver_now(connection)
@@ -977,8 +1016,25 @@ def _store_read_ahead(
 
     chunks = reader.chunks
     counted: set[tuple[int, str]] = set()
+    # Batches received while the importer was busy, written together in one transaction
+    # when the next batch is not ready yet, or when they reach GROUP_MESSAGES.
+    group: list[PreparedBatch] = []
+    group_job = -1
+
+    def write_group() -> None:
+        if group:
+            importers[group_job].store_prepared(list(group), summaries[group_job])
+            if progress is not None:
+                for batch in group:
+                    progress(batch.counts["read"])
+            group.clear()
+
     try:
-        for index, batch in reader:
+        for received in reader:
+            if received is None:
+                write_group()
+                continue
+            index, batch = received
             job_index, chunk = chunks[index]
             folder_key = chunk.folder.key
             if (job_index, folder_key) not in counted:
@@ -987,10 +1043,14 @@ def _store_read_ahead(
             if batch.complete:
                 # As in _import_folder: a file folder read to its end keeps no cursor.
                 batch.cursor = None
-            importers[job_index].store_prepared(batch, summaries[job_index])
-            if progress is not None:
-                progress(batch.counts["read"])
+            if job_index != group_job or sum(len(held.entries) for held in group) >= GROUP_MESSAGES:
+                write_group()
+                group_job = job_index
+            group.append(batch)
+        write_group()
     except ReadAheadFailed as exc:
+        # The batches received before the failure belong to earlier chunks.
+        write_group()
         failed_job, failed_chunk = chunks[exc.chunk_index]
         failed = failed_chunk.folder.key
         log.warning("%s; reading folder %s and the folders after it in this process", exc, failed)
@@ -1009,6 +1069,10 @@ def _store_read_ahead(
         if job_folders is not None:
             todo[job_index] = []
 
+
+# The maximum number of messages in one transaction of batches received from reader
+# processes.
+GROUP_MESSAGES = 2000
 
 _collection_lock = threading.Lock()
 _collection_depth = 0

@@ -8,7 +8,8 @@ its own pipe. The importer writes the chunks in their order with their cursors, 
 does when it reads them itself. While the reader of the next chunk has sent nothing yet,
 the importer claims a chunk and reads it itself, so on two cores one reader and the
 importer keep both cores busy. Prepared rows are tuples of plain values, so sending them
-costs little next to parsing.
+costs little next to parsing. The importer learns when the next batch is not ready yet,
+so it writes the batches it holds in one transaction before it waits or reads.
 
 The chunks of several mailboxes can go to one set of readers, which then parse the next
 mailbox while the importer writes the last batches of the one before, and keep their
@@ -222,8 +223,12 @@ class ReadAhead:
             self.close()
             raise
 
-    def __iter__(self) -> Iterator[tuple[int, PreparedBatch]]:
-        """Yield (chunk index, prepared batch) in chunk order; raise ReadAheadFailed."""
+    def __iter__(self) -> Iterator[tuple[int, PreparedBatch] | None]:
+        """Yield (chunk index, prepared batch) in chunk order; raise ReadAheadFailed.
+
+        None comes before each wait for a reader and before each chunk that this process
+        reads itself, so the caller can write what it holds in the meantime.
+        """
         claims = self._claims
         own: dict[int, list[PreparedBatch]] = {}  # chunks read here ahead of their turn
         for index in range(len(self.chunks)):
@@ -236,11 +241,13 @@ class ReadAhead:
                 claimed = claims.claim(-1)
                 if claimed == index:
                     # The readers are behind: this process reads the chunk it writes next.
+                    yield None
                     for batch in self._reader.read(index):
                         yield index, batch
                     continue
                 # A reader claimed the chunk first, so the one claimed here is a later one.
                 if claimed is not None:
+                    yield None
                     own[claimed] = list(self._reader.read(claimed))
                 owner = claims.owner(index)
             connection = self._connections[owner]  # type: ignore[index]
@@ -249,11 +256,14 @@ class ReadAhead:
                 ahead = claims.claim(-1)
                 if ahead is None:
                     break
+                yield None
                 own[ahead] = list(self._reader.read(ahead))
             yield from self._receive(index, connection)
 
-    def _receive(self, index: int, connection: Connection) -> Iterator[tuple[int, PreparedBatch]]:
+    def _receive(self, index: int, connection: Connection) -> Iterator[tuple[int, PreparedBatch] | None]:
         while True:
+            if not connection.poll():
+                yield None
             try:
                 got, payload = connection.recv()
             except (EOFError, OSError) as exc:

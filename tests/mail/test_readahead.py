@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from bot.config import Settings
-from bot.mail import readahead
+from bot.mail import ingest, readahead
 from bot.mail.files import FilesSource
 from bot.mail.ingest import ImportJob, _fewer_collections, ensure_mailbox, import_source, import_sources
 from bot.demo import ENRON_OWNERS
@@ -154,18 +154,38 @@ def test_dead_reader_leaves_rest_to_importer(engine, corpus, tmp_path, monkeypat
     assert snapshot(engine) == snapshot(reference_engine)
 
 
-def test_interrupted_import_resumes_after_last_batch(engine, corpus, tmp_path):
+def test_interrupted_import_resumes_after_last_batch(engine, corpus, tmp_path, monkeypatch):
     reference_engine = fresh_sqlite(tmp_path / "reference.db")
     expected = run_import(reference_engine, corpus, readers=0)
+    # One batch a transaction, so that the crash comes after three commits.
+    monkeypatch.setattr(ingest, "GROUP_MESSAGES", 1)
     with crash_on_cursor_save(4, KeyboardInterrupt()), pytest.raises(KeyboardInterrupt):
         run_import(engine, corpus, readers=2)
     with engine.connect() as connection:
         committed = connection.execute(text("SELECT COUNT(*) FROM message")).scalar()
+        counted = connection.execute(text("SELECT SUM(items_stored) FROM folderstate")).scalar()
     assert 0 < committed <= 3 * 9  # the three batches written before the crash
+    assert counted == committed
     resumed = run_import(engine, corpus, readers=2)
     assert resumed.stored == expected.stored - committed
     assert snapshot(engine)["messages"] == snapshot(reference_engine)["messages"]
     assert [p for p in readahead_children() if p.is_alive()] == []
+
+
+def test_crash_rolls_back_whole_group(engine, corpus, tmp_path):
+    reference_engine = fresh_sqlite(tmp_path / "reference.db")
+    expected = run_import(reference_engine, corpus, readers=0)
+    with crash_on_cursor_save(6, KeyboardInterrupt()), pytest.raises(KeyboardInterrupt):
+        run_import(engine, corpus, readers=2)
+    with engine.connect() as connection:
+        committed = connection.execute(text("SELECT COUNT(*) FROM message")).scalar()
+        counted = connection.execute(text("SELECT COALESCE(SUM(items_stored), 0) FROM folderstate")).scalar()
+    # Rows and cursors commit together, however many batches a transaction holds.
+    assert committed < expected.stored
+    assert counted == committed
+    resumed = run_import(engine, corpus, readers=2)
+    assert resumed.stored == expected.stored - committed
+    assert snapshot(engine) == snapshot(reference_engine)
 
 
 def readahead_children():  # type: ignore[no-untyped-def]
