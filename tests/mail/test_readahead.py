@@ -188,6 +188,26 @@ def test_crash_rolls_back_whole_group(engine, corpus, tmp_path):
     assert snapshot(engine) == snapshot(reference_engine)
 
 
+def test_batches_ready_share_transaction(engine, corpus, tmp_path, monkeypatch):
+    reference_engine = fresh_sqlite(tmp_path / "reference.db")
+    expected = run_import(reference_engine, corpus, readers=0)
+    original = ingest.Importer._store_prepared
+    sizes: list[int] = []
+
+    def slow_first(self, batches, summary):  # type: ignore[no-untyped-def]
+        if not sizes:
+            time.sleep(1.0)  # the readers deliver the rest meanwhile
+        sizes.append(len(batches))
+        return original(self, batches, summary)
+
+    monkeypatch.setattr(ingest.Importer, "_store_prepared", slow_first)
+    summary = run_import(engine, corpus, readers=1)
+    assert max(sizes) > 1
+    assert len(sizes) < sum(sizes)  # fewer transactions than batches
+    assert summary.stored == expected.stored
+    assert snapshot(engine) == snapshot(reference_engine)
+
+
 def readahead_children():  # type: ignore[no-untyped-def]
     import multiprocessing
 
