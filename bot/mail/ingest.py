@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterator
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -1166,21 +1166,36 @@ def _finish_runs(engine: Engine, runs: list[tuple[Mailbox, int, ImportSummary]])
 
     def _write() -> None:
         now = utcnow()
-        with Session(engine) as session:
-            for mailbox, run_id, summary in runs:
-                run = session.get(SyncRun, run_id)
-                run.finished_at = now
-                run.outcome = summary.outcome
-                run.error = summary.error
-                run.counts = summary.as_dict()
-                session.add(run)
-                box = session.get(Mailbox, mailbox.id)
-                box.messages_read += summary.read
-                box.messages_skipped += summary.skipped_total
-                if summary.outcome == "ok":
-                    box.last_import_at = now
-                session.add(box)
-            session.commit()
+        with engine.begin() as connection:
+            connection.execute(
+                update(SyncRun)
+                .where(SyncRun.id == bindparam("run_id"))
+                .values(
+                    finished_at=now,
+                    outcome=bindparam("run_outcome"),
+                    error=bindparam("run_error"),
+                    counts=bindparam("run_counts"),
+                ),
+                [
+                    {"run_id": run_id, "run_outcome": summary.outcome, "run_error": summary.error, "run_counts": summary.as_dict()}
+                    for _, run_id, summary in runs
+                ],
+            )
+            connection.execute(
+                update(Mailbox)
+                .where(Mailbox.id == bindparam("box_id"))
+                .values(
+                    messages_read=Mailbox.messages_read + bindparam("box_read"),
+                    messages_skipped=Mailbox.messages_skipped + bindparam("box_skipped"),
+                ),
+                [
+                    {"box_id": mailbox.id, "box_read": summary.read, "box_skipped": summary.skipped_total}
+                    for mailbox, _, summary in runs
+                ],
+            )
+            succeeded = [mailbox.id for mailbox, _, summary in runs if summary.outcome == "ok"]
+            if succeeded:
+                connection.execute(update(Mailbox).where(Mailbox.id.in_(succeeded)).values(last_import_at=now))
 
     retry_write(_write)
 
