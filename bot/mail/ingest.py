@@ -141,16 +141,18 @@ def ensure_mailbox(
     return retry_write(_write)
 
 
-def fingerprint(item: MailItem, sender: str | None, recipient_key: str) -> str:
+def fingerprint(item: MailItem, sender: str | None, recipient_key: str, minute: str | None = None) -> str:
     """Return the digest of what makes two copies the same message, whatever their Message-IDs.
 
     ``recipient_key`` is the message's distinct recipient addresses, sorted and joined with
-    commas.
+    commas. ``minute`` is the sent time as 'YYYY-MM-DDTHH:MM', when the caller has it.
     """
     sent = item.sent_at
-    parts = [
+    if minute is None:
         # The same text as strftime("%Y-%m-%dT%H:%M"), which is slower.
-        sent.isoformat(timespec="minutes")[:16] if sent else "",
+        minute = sent.isoformat(timespec="minutes")[:16] if sent else ""
+    parts = [
+        minute,
         sender or (item.sender.name if item.sender and item.sender.name else ""),
         recipient_key,
         (item.subject or "").strip(),
@@ -462,6 +464,13 @@ class Preparer:
         context = self.context
         parent = item.in_reply_to or (item.references[-1] if item.references else None)
         sent_at = item.sent_at
+        minute = None
+        sent_value: datetime | str = sent_at  # type: ignore[assignment]
+        if context.sqlite_times:
+            sent_value = sqlite_time(sent_at)  # type: ignore[arg-type]
+            if sent_at.tzinfo is timezone.utc:  # type: ignore[union-attr]
+                # The fingerprint's minute is the same UTC text, with a 'T'.
+                minute = f"{sent_value[:10]}T{sent_value[11:16]}"
         row = (
             context.team_id,
             context.mailbox_id,
@@ -469,11 +478,11 @@ class Preparer:
             _clean_id(parent),
             self._subject_key(item.subject),
             item.conversation_id,
-            fingerprint(item, sender, recipient_key),
+            fingerprint(item, sender, recipient_key, minute),
             item.source_ref[:1000],
             item.folder_role.value,
             "other",
-            sqlite_time(sent_at) if context.sqlite_times else sent_at,  # type: ignore[arg-type]
+            sent_value,
             (item.date_defect or None) and item.date_defect[:500],
             "",
             (item.subject or None) if context.store_subjects else None,
