@@ -9,7 +9,7 @@ does when it reads them itself. While the reader of the next chunk has sent noth
 the importer claims a chunk and reads it itself, so on two cores one reader and the
 importer keep both cores busy. Prepared rows are tuples of plain values, so sending them
 costs little next to parsing. The importer learns when the next batch is not ready yet,
-so it writes the batches it holds in one transaction before it waits or reads.
+so it writes the batches it has received in one transaction before it waits or reads.
 
 The chunks of several mailboxes can go to one set of readers, which then parse the next
 mailbox while the importer writes the last batches of the one before, and keep their
@@ -227,7 +227,7 @@ class ReadAhead:
         """Yield (chunk index, prepared batch) in chunk order; raise ReadAheadFailed.
 
         None comes before each wait for a reader and before each chunk that this process
-        reads itself, so the caller can write what it holds in the meantime.
+        reads itself, so the caller can write the batches it has received in the meantime.
         """
         claims = self._claims
         own: dict[int, list[PreparedBatch]] = {}  # chunks read here ahead of their turn

@@ -58,7 +58,7 @@ def test_same_lists_share_recipient_rows():
 
 
 def test_batch_merges_names_of_all_messages():
-    # The first message names nobody, a copy of it names Ann, and a list rewrote the third.
+    # The first message carries no names, a copy of it names Ann, and a list rewrote the third.
     plain = MailItem(
         source_ref="1", folder="inbox", folder_role=FolderRole.INBOX, sent_at=NOW,
         sender=Participant("dee@partner.example"), to=(Participant("ann@partner.example"),),
