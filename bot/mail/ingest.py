@@ -909,6 +909,7 @@ def import_sources(
                     unrecorded.append((job.mailbox, run_ids[index], summaries[index]))
                     finished.add(index)
                 _finish_runs(engine, unrecorded)
+                unrecorded = []
     except Exception as exc:
         for index, job in enumerate(jobs):
             if index not in finished:

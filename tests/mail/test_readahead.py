@@ -22,7 +22,7 @@ from bot.demo import ENRON_OWNERS
 from bot.sample import generate
 from bot.storage.db import make_engine
 from bot.storage.schema import create_schema
-from tests.helpers import crash_on_cursor_save
+from tests.helpers import ListSource, crash_on_cursor_save, mail
 from tests.mail.test_files import enron_maildir  # noqa: F401 - fixture
 
 OWNER = "robin.hale@northwind.example"
@@ -335,6 +335,30 @@ def test_one_run_matches_separate_imports(engine, team, tmp_path, readers):
     assert outcomes == ["ok", "ok"]
     again = run_together(engine, team, readers=readers)
     assert [summary.stored for summary in again] == [0, 0]
+
+
+@pytest.mark.parametrize("readers", [0, 2])
+def test_runs_record_counts_once(engine, team, readers):
+    # A file mailbox, read ahead, then one read in this process from another kind of source.
+    items = [mail(f"p{number}@example.com", [SECOND_OWNER], number / 10, f"Note {number}") for number in range(7)]
+    jobs = [
+        ImportJob(ensure_mailbox(engine, OWNER), FilesSource(team[0][0], batch_size=9)),
+        ImportJob(ensure_mailbox(engine, SECOND_OWNER), ListSource(items, batch_size=3)),
+    ]
+    got = import_sources(engine, jobs, settings=SETTINGS, readers=readers)
+    assert got[1].stored == 7
+    with engine.connect() as connection:
+        runs = connection.execute(
+            text("SELECT mailbox_id, outcome, finished_at IS NOT NULL FROM syncrun ORDER BY id")
+        ).all()
+        boxes = connection.execute(
+            text("SELECT id, messages_read, messages_skipped, last_import_at IS NOT NULL FROM mailbox ORDER BY id")
+        ).all()
+    assert [tuple(run) for run in runs] == [(jobs[0].mailbox.id, "ok", True), (jobs[1].mailbox.id, "ok", True)]
+    assert [tuple(box) for box in boxes] == [
+        (jobs[0].mailbox.id, got[0].read, got[0].skipped_total, True),
+        (jobs[1].mailbox.id, 7, 0, True),
+    ]
 
 
 def test_failed_reader_in_second_mailbox(engine, team, tmp_path, monkeypatch, caplog):
