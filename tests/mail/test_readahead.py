@@ -180,7 +180,7 @@ def test_crash_rolls_back_whole_group(engine, corpus, tmp_path):
     with engine.connect() as connection:
         committed = connection.execute(text("SELECT COUNT(*) FROM message")).scalar()
         counted = connection.execute(text("SELECT COALESCE(SUM(items_stored), 0) FROM folderstate")).scalar()
-    # Rows and cursors commit together, however many batches a transaction holds.
+    # Rows and cursors commit together, however many batches a transaction contains.
     assert committed < expected.stored
     assert counted == committed
     resumed = run_import(engine, corpus, readers=2)
