@@ -606,6 +606,7 @@ class Importer:
         """Store prepared rows and the folder cursors of one batch, or of consecutive
         batches, in one transaction."""
         retry_write(self._store_prepared, batch if isinstance(batch, list) else [batch], summary)
+        _freeze_written()
 
     def _store_prepared(self, batches: list[PreparedBatch], summary: ImportSummary) -> None:
         added_fingerprints: set[str] = set()
@@ -1095,9 +1096,10 @@ def _fewer_collections() -> Iterator[None]:
 
     An import allocates millions of small objects that live until their batch is written,
     and the collector's default thresholds make it scan them again and again. Objects
-    that exist before the import are frozen out of the scans, and the young generation is
-    collected every 50,000 allocations instead of 700. Nested and concurrent imports
-    share one setting, restored when the last ends.
+    that exist before the import are frozen out of the scans, and so are those that exist
+    after each write (``_freeze_written``). The young generation is collected every
+    50,000 allocations instead of 700. Nested and concurrent imports share one setting,
+    restored when the last ends.
     """
     global _collection_depth, _saved_thresholds
     with _collection_lock:
@@ -1114,6 +1116,18 @@ def _fewer_collections() -> Iterator[None]:
             if _collection_depth == 0:
                 gc.set_threshold(*_saved_thresholds)
                 gc.unfreeze()
+
+
+def _freeze_written() -> None:
+    """Freeze the objects that exist after a write, inside an import only.
+
+    What a written batch leaves alive (caches, the address book) is then not scanned by
+    later collections. The import's end unfreezes everything, so reference cycles made
+    during the import are collected after it (about 1,200 objects for the Enron corpus).
+    """
+    with _collection_lock:
+        if _collection_depth:
+            gc.freeze()
 
 
 def _import_folder(

@@ -263,6 +263,23 @@ def test_collections_are_relaxed_only_during_imports():
     assert gc.get_freeze_count() == 0
 
 
+@pytest.mark.parametrize("readers", [0, 2])
+def test_import_unfreezes_written_objects(engine, corpus, readers, monkeypatch):
+    counts: list[int] = []
+    original = ingest.Importer._store_prepared
+
+    def counting(self, batches, summary):  # type: ignore[no-untyped-def]
+        counts.append(gc.get_freeze_count())
+        return original(self, batches, summary)
+
+    monkeypatch.setattr(ingest.Importer, "_store_prepared", counting)
+    run_import(engine, corpus, readers=readers)
+    # Each write freezes what exists after it, so the frozen count grows during the import.
+    assert len(counts) >= 2
+    assert counts[-1] > counts[0]
+    assert gc.get_freeze_count() == 0
+
+
 def test_enron_mailbox_reads_the_same_with_readers(enron_maildir, tmp_path):  # noqa: F811
     """Real mail: all of fossum-d, with the copies of each message in several folders."""
     owner = ENRON_OWNERS["fossum-d"]
