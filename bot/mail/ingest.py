@@ -549,7 +549,7 @@ class Preparer:
 
 
 def _merge_wanted(wanted: Wanted, group: _Triples) -> None:
-    """Add (address, display name, kind) triples to ``wanted``; the first name and kind given win."""
+    """Add (address, display name, kind) triples to ``wanted``, where the first name and kind given win."""
     for address, name, kind in group:
         current = wanted.get(address)
         if current is None:
@@ -1167,7 +1167,7 @@ def _import_folder(
 
 
 def _start_runs(engine: Engine, jobs: list[ImportJob], kind: str) -> list[int]:
-    """Record a started sync run for each job's mailbox in one transaction; return their ids."""
+    """Record a started sync run for each job's mailbox in one transaction, and return their ids."""
 
     def _write() -> list[int]:
         started = utcnow()

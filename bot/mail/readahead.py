@@ -224,7 +224,7 @@ class ReadAhead:
             raise
 
     def __iter__(self) -> Iterator[tuple[int, PreparedBatch] | None]:
-        """Yield (chunk index, prepared batch) in chunk order; raise ReadAheadFailed.
+        """Yield (chunk index, prepared batch) in chunk order, and raise ReadAheadFailed when a reader fails.
 
         None comes before each wait for a reader and before each chunk that this process
         reads itself, so the caller can write the batches it has received in the meantime.

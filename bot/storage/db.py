@@ -159,7 +159,7 @@ class BackgroundCheckpoints:
         try:
             connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
-            log.warning("checkpoint thread could not open %s (%s); commits copy the log themselves", path, exc)
+            log.warning("failed to open %s for background checkpoints (%s), so each commit copies the log itself", path, exc)
             return
         try:
             while True:
@@ -172,7 +172,7 @@ class BackgroundCheckpoints:
                     connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                     self.checkpoints += 1
                 except sqlite3.Error as exc:
-                    log.warning("checkpoint of %s failed (%s); a later commit copies the log", path, exc)
+                    log.warning("checkpoint of %s failed (%s), so a later checkpoint or commit copies the log", path, exc)
         finally:
             connection.close()
 
